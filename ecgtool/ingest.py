@@ -1,0 +1,448 @@
+"""``ecgtool ingest``: raw records → canonical form → sharded HDF5 store with patient-level splits.
+
+The pipeline has two stages:
+
+1. *Index* (main process, headers only): find every record, read its header, look up its
+   annotations, decide its findings, patient and split, and put unreadable headers and duplicate
+   record ids on the skip list. Everything here is deterministic, so a re-run indexes identically.
+2. *Convert* (worker processes): read the samples, bring them to the canonical form, and write
+   the shards. The candidates of each split are cut into shards of ``shard_size`` in a fixed
+   order, so shard ``k`` always holds the same records; a shard that exists is complete (written
+   to a temporary file and renamed), and a re-run after an interruption only writes the missing
+   shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ecgtool import __version__
+from ecgtool.annotations import Annotation, load_annotations
+from ecgtool.errors import EcgToolError, RecordError
+from ecgtool.io.wfdb import read_wfdb_signals
+from ecgtool.io.wfdb_header import WfdbHeader, read_header
+from ecgtool.registry import Registry, load_registry
+from ecgtool.signal import LEADS, N_SAMPLES, CanonicalOptions, canonicalize, input_contract
+from ecgtool.splits import SPLITS, SplitFractions, assign_splits
+from ecgtool.store import (
+    CONFIG,
+    MANIFEST,
+    STORE_FORMAT_VERSION,
+    STORED_DTYPE_RELATIVE_ERROR,
+    ShardContent,
+    read_shard,
+    read_shard_attributes,
+    write_json_atomic,
+    write_shard,
+)
+
+
+class IngestError(EcgToolError):
+    """Ingest cannot start (bad arguments, an output directory made with other settings)."""
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    """Settings of one ingest; all but ``workers`` are recorded and must match on a re-run."""
+
+    workers: int = 0
+    shard_size: int = 1024
+    dtype: str = "float16"
+    canonical: CanonicalOptions = CanonicalOptions()
+    fractions: SplitFractions = SplitFractions()
+    seed: str = "ecgtool"
+    verify_checksums: bool = True
+
+    def recorded(self) -> dict:
+        settings = asdict(self)
+        settings.pop("workers")
+        return settings
+
+
+@dataclass(frozen=True)
+class Skip:
+    """A record left out, and why (one line)."""
+
+    record_id: str
+    path: str
+    reason: str
+
+
+@dataclass
+class Candidate:
+    """A record whose header was read: it goes into a shard unless its samples fail."""
+
+    record_id: str
+    header: WfdbHeader
+    source: str
+    patient_id: str
+    split: str
+    findings: tuple[str, ...]
+    report: str
+    prompt_ja: str
+    prompt_en: str
+
+
+@dataclass
+class IndexResult:
+    candidates: list[Candidate]
+    skipped: list[Skip]
+    warnings: list[str]
+    unknown_codes: Counter = field(default_factory=Counter)
+    unknown_terms: Counter = field(default_factory=Counter)
+
+
+@dataclass
+class IngestResult:
+    out_dir: Path
+    manifest: dict
+    shards_written: int
+    seconds: float
+    records_converted: int
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records_converted / self.seconds if self.seconds > 0 else float("nan")
+
+
+ProgressCallback = Callable[[int, int], None]
+
+
+def find_record_headers(inputs: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[Skip]]:
+    """Every ``.hea`` under ``inputs`` (files or directories), sorted, with its display path.
+
+    MATLAB files with no header beside them (the original CPSC2018 layout) are reported as skipped
+    rather than silently ignored.
+    """
+    headers: list[tuple[Path, str]] = []
+    skipped: list[Skip] = []
+    for root in inputs:
+        root = Path(root)
+        if not root.exists():
+            raise IngestError(f"{root}: no such file or directory")
+        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+        base = root.parent
+        for path in files:
+            suffix = path.suffix.lower()
+            display = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+            if suffix == ".hea":
+                headers.append((path, display))
+            elif suffix == ".mat" and not path.with_suffix(".hea").exists():
+                skipped.append(
+                    Skip(path.stem, display, "MATLAB file without a WFDB header beside it (not a Challenge record)")
+                )
+    return headers, skipped
+
+
+def index_records(
+    inputs: Sequence[Path],
+    annotations: dict[str, Annotation],
+    registry: Registry,
+    fractions: SplitFractions = SplitFractions(),
+    seed: str = "ecgtool",
+) -> IndexResult:
+    """Stage 1: headers, annotations, findings, patients and splits of every record under ``inputs``."""
+    headers, skipped = find_record_headers(inputs)
+    result = IndexResult(candidates=[], skipped=skipped, warnings=[])
+    first_source: dict[str, str] = {}
+    pending: list[tuple[Candidate, str | None]] = []
+    patients_missing = 0
+    for path, display in headers:
+        record_id = path.stem
+        if record_id in first_source:
+            result.skipped.append(
+                Skip(record_id, display, f"duplicate record id {record_id} (already taken from {first_source[record_id]})")
+            )
+            continue
+        try:
+            header = read_header(path)
+        except RecordError as error:
+            result.skipped.append(Skip(record_id, display, error.reason))
+            continue
+        first_source[record_id] = display
+        annotation = annotations.get(record_id, Annotation())
+        findings = _findings_of(header, annotation, registry, result)
+        patient_id = annotation.patient_id
+        if patient_id is None:
+            patients_missing += 1
+            patient_id = f"record:{record_id}"
+        candidate = Candidate(
+            record_id=record_id,
+            header=header,
+            source=display,
+            patient_id=patient_id,
+            split="",
+            findings=findings,
+            report=annotation.report or "",
+            prompt_ja=registry.prompt(findings, "ja") or "" if findings else "",
+            prompt_en=registry.prompt(findings, "en") or "" if findings else "",
+        )
+        pending.append((candidate, annotation.split))
+    if patients_missing:
+        result.warnings.append(
+            f"{patients_missing} records have no patient id: each counts as its own patient"
+        )
+    splits, split_warnings = assign_splits(
+        {c.record_id: c.patient_id for c, _ in pending},
+        {c.record_id: s for c, s in pending if s},
+        fractions,
+        seed,
+    )
+    result.warnings.extend(split_warnings)
+    for candidate, _ in pending:
+        candidate.split = splits[candidate.record_id]
+        result.candidates.append(candidate)
+    return result
+
+
+def _findings_of(header: WfdbHeader, annotation: Annotation, registry: Registry, result: IndexResult) -> tuple[str, ...]:
+    found: set[str] = set()
+    codes: dict[str, list[str]] = {v: list(c) for v, c in header.label_codes().items()}
+    for vocabulary, values in annotation.codes.items():
+        codes.setdefault(vocabulary, []).extend(values)
+    for vocabulary, values in codes.items():
+        for code in values:
+            mapped = registry.codes_to_findings(vocabulary, code)
+            if mapped is None:
+                result.unknown_codes[f"{vocabulary}:{code}"] += 1
+            else:
+                found.update(mapped)
+    for term in annotation.finding_terms:
+        finding = registry.lookup_term(term)
+        if finding is None:
+            result.unknown_terms[term] += 1
+        else:
+            found.add(finding.id)
+    if annotation.findings_from_report and annotation.report:
+        found.update(registry.extract_findings(annotation.report))
+    return tuple(f for f in registry.ids() if f in found)
+
+
+def ingest(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    metadata: Sequence[str | Path] = (),
+    options: IngestOptions = IngestOptions(),
+    registry: Registry | None = None,
+    overwrite: bool = False,
+    progress: ProgressCallback | None = None,
+) -> IngestResult:
+    """Ingest every record under ``inputs`` into the store ``out_dir``; resumes an interrupted run.
+
+    Parameters
+    ----------
+    inputs : paths
+        Directories (searched recursively) or single ``.hea`` files.
+    out_dir : path
+        The store directory; created if needed.
+    metadata : paths
+        PTB-XL database or sidecar CSV files (see ``ecgtool.annotations``).
+    overwrite : bool
+        Replace a store made with other settings instead of refusing.
+    progress : callable, optional
+        Called as ``progress(records_done, records_total)`` while converting.
+
+    Returns
+    -------
+    IngestResult
+        With the manifest that was written (counts per split, skip list with reasons).
+    """
+    started = time.perf_counter()
+    registry = registry or load_registry()
+    if options.dtype not in STORED_DTYPE_RELATIVE_ERROR:
+        raise IngestError(f"dtype must be one of {', '.join(STORED_DTYPE_RELATIVE_ERROR)}, got {options.dtype!r}")
+    if options.shard_size < 1:
+        raise IngestError(f"shard size must be at least 1, got {options.shard_size}")
+    out_dir = Path(out_dir)
+    input_paths = [Path(p) for p in inputs]
+    config = {
+        "inputs": [str(p.resolve()) for p in input_paths],
+        "metadata": [str(Path(p).resolve()) for p in metadata],
+        "options": options.recorded(),
+        "registry_hash": registry.hash,
+        "store_format_version": STORE_FORMAT_VERSION,
+    }
+    _prepare_out_dir(out_dir, config, overwrite)
+    annotations = load_annotations([Path(p) for p in metadata])
+    index = index_records(input_paths, annotations, registry, options.fractions, options.seed)
+    plan = _plan_shards(index.candidates, options.shard_size, _digest(config))
+    pending = [(name, members, digest) for name, members, digest in plan if not _shard_is_done(out_dir / name, digest)]
+    total = sum(len(members) for _, members, _ in pending)
+    converted = _convert(pending, out_dir, registry, options, progress, total)
+    manifest = _write_manifest(out_dir, plan, index, registry, options, config)
+    return IngestResult(
+        out_dir=out_dir,
+        manifest=manifest,
+        shards_written=len(pending),
+        seconds=time.perf_counter() - started,
+        records_converted=converted,
+    )
+
+
+def _prepare_out_dir(out_dir: Path, config: dict, overwrite: bool) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config_path = out_dir / CONFIG
+    if config_path.exists():
+        existing = json.loads(config_path.read_text(encoding="utf-8"))
+        if existing != config:
+            if not overwrite:
+                changed = sorted(k for k in config if existing.get(k) != config[k])
+                raise IngestError(
+                    f"{out_dir}: holds a store made with other settings ({', '.join(changed)} differ); "
+                    "use another --out or pass --overwrite"
+                )
+            for stale in [*out_dir.glob("*.h5"), out_dir / MANIFEST]:
+                stale.unlink(missing_ok=True)
+    for leftover in out_dir.glob("*.tmp"):
+        leftover.unlink()  # a shard or manifest cut short by an interruption
+    write_json_atomic(config_path, config)
+
+
+def _digest(payload) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _plan_shards(candidates: list[Candidate], shard_size: int, config_digest: str) -> list[tuple[str, list[Candidate], str]]:
+    plan = []
+    for split in SPLITS:
+        members = sorted((c for c in candidates if c.split == split), key=lambda c: c.source)
+        for number, start in enumerate(range(0, len(members), shard_size)):
+            chunk = members[start : start + shard_size]
+            digest = _digest([config_digest, [(c.record_id, c.source, c.patient_id, c.findings) for c in chunk]])
+            plan.append((f"{split}-{number:05d}.h5", chunk, digest))
+    return plan
+
+
+def _shard_is_done(path: Path, digest: str) -> bool:
+    if not path.exists():
+        return False
+    try:
+        written_from = read_shard_attributes(path).get("candidates_digest")
+    except OSError:
+        return False  # unreadable: write it again
+    if written_from != digest:
+        raise IngestError(
+            f"{path}: was written from a different set of records (inputs changed since); "
+            "use another --out or pass --overwrite"
+        )
+    return True
+
+
+_worker_options: IngestOptions | None = None
+
+
+def _init_worker(options: IngestOptions) -> None:
+    global _worker_options
+    _worker_options = options
+
+
+def _convert_one(header: WfdbHeader):
+    """Worker: samples → canonical form in the stored dtype, or the reason it failed."""
+    options = _worker_options
+    try:
+        record = read_wfdb_signals(header, verify_checksums=options.verify_checksums)
+        canonical = canonicalize(record, options.canonical)
+    except RecordError as error:
+        return None, error.reason
+    except Exception as error:  # an unexpected reader failure must not stop the batch
+        return None, f"unexpected error while reading: {type(error).__name__}: {error}"
+    return (canonical.signal.astype(options.dtype), canonical.n_valid), None
+
+
+def _convert(pending, out_dir: Path, registry: Registry, options: IngestOptions, progress, total: int) -> int:
+    if not pending:
+        return 0
+    headers = (c.header for _, members, _ in pending for c in members)
+    workers = options.workers or os.cpu_count() or 1
+    done = 0
+    if workers == 1:
+        _init_worker(options)
+        results: Iterable = map(_convert_one, headers)
+        pool = None
+    else:
+        context = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
+        pool = context.Pool(workers, initializer=_init_worker, initargs=(options,))
+        results = pool.imap(_convert_one, headers, chunksize=16)
+    try:
+        for name, members, digest in pending:
+            outcomes = []
+            for _ in members:
+                outcomes.append(next(results))
+                done += 1
+                if progress and (done % 64 == 0 or done == total):
+                    progress(done, total)
+            _write_planned_shard(out_dir / name, members, outcomes, digest, registry, options)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return done
+
+
+def _write_planned_shard(path: Path, members: list[Candidate], outcomes, digest: str, registry: Registry, options: IngestOptions) -> None:
+    kept = [(c, o[0]) for c, o in zip(members, outcomes) if o[0] is not None]
+    skipped = [asdict(Skip(c.record_id, c.source, o[1])) for c, o in zip(members, outcomes) if o[0] is None]
+    content = ShardContent(
+        signal=np.stack([s for _, (s, _) in kept]) if kept else np.zeros((0, len(LEADS), N_SAMPLES), options.dtype),
+        n_valid=np.array([n for _, (_, n) in kept], dtype=np.int32),
+        findings=np.stack([registry.multi_hot(c.findings) for c, _ in kept]) if kept else np.zeros((0, len(registry)), np.uint8),
+        record_id=[c.record_id for c, _ in kept],
+        patient_id=[c.patient_id for c, _ in kept],
+        source=[c.source for c, _ in kept],
+        report=[c.report for c, _ in kept],
+        prompt_ja=[c.prompt_ja for c, _ in kept],
+        prompt_en=[c.prompt_en for c, _ in kept],
+    )
+    split = members[0].split
+    attributes = {"split": split, "candidates_digest": digest, "skipped": skipped, "registry_hash": registry.hash}
+    write_shard(path, content, attributes, dtype=options.dtype)
+
+
+def _write_manifest(out_dir: Path, plan, index: IndexResult, registry: Registry, options: IngestOptions, config: dict) -> dict:
+    shards, skipped = [], [asdict(s) for s in index.skipped]
+    counts = {split: {"records": 0, "patients": 0, "labelled": 0} for split in SPLITS}
+    patients: dict[str, set[str]] = {split: set() for split in SPLITS}
+    for name, members, _ in plan:
+        path = out_dir / name
+        content = read_shard(path, with_signal=False)
+        split = members[0].split
+        skipped.extend(read_shard_attributes(path)["skipped"])
+        shards.append({"file": name, "split": split, "records": len(content)})
+        counts[split]["records"] += len(content)
+        counts[split]["labelled"] += int((content.findings.sum(axis=1) > 0).sum())
+        patients[split].update(content.patient_id)
+    for split in SPLITS:
+        counts[split]["patients"] = len(patients[split])
+    contract = {
+        **input_contract(options.canonical),
+        "stored_dtype": options.dtype,
+        "stored_dtype_max_relative_error": STORED_DTYPE_RELATIVE_ERROR[options.dtype],
+        "registry_version": registry.version,
+        "registry_hash": registry.hash,
+    }
+    manifest = {
+        "format": "ecgtool-store",
+        "format_version": STORE_FORMAT_VERSION,
+        "created_by": f"ecgtool {__version__}",
+        "registry": {"version": registry.version, "hash": registry.hash, "findings": list(registry.ids())},
+        "contract": contract,
+        "config": config,
+        "shards": shards,
+        "counts": counts,
+        "skipped": sorted(skipped, key=lambda s: s["path"]),
+        "warnings": index.warnings,
+        "unknown_codes": dict(index.unknown_codes.most_common()),
+        "unknown_finding_terms": dict(index.unknown_terms.most_common()),
+    }
+    write_json_atomic(out_dir / MANIFEST, manifest)
+    return manifest

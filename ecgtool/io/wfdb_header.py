@@ -1,0 +1,207 @@
+"""Parse WFDB header (``.hea``) files, including the quirks of the PhysioNet Challenge copies.
+
+The WFDB header format is specified at https://physionet.org/physiotools/wag/header-5.htm.
+This parser is stricter than ``wfdb.rdheader`` where the file is inconsistent and more lenient
+where real files are known to deviate harmlessly (a record line that names the signal file, as the
+Georgia headers of Challenge 2020 do; ``mv`` for ``mV``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ecgtool.errors import RecordError
+
+_DEFAULT_GAIN = 200.0
+_DEFAULT_ADC_RESOLUTION = 12
+
+# format[xsamples_per_frame][:skew][+byte_offset]
+_FORMAT_FIELD = re.compile(r"^(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::(?P<skew>\d+))?(?:\+(?P<offset>\d+))?$")
+# adcgain[(baseline)][/units]
+_GAIN_FIELD = re.compile(
+    r"^(?P<gain>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)(?:\((?P<baseline>[-+]?\d+)\))?(?:/(?P<units>\S+))?$"
+)
+_DX_COMMENT = re.compile(r"^\s*(?P<key>Dx|Labels)\s*:\s*(?P<value>.*)$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class SignalSpec:
+    """One signal line of a header."""
+
+    file_name: str
+    fmt: int
+    samples_per_frame: int
+    skew: int
+    byte_offset: int
+    gain: float
+    baseline: int
+    units: str
+    adc_resolution: int
+    adc_zero: int
+    initial_value: int | None
+    checksum: int | None
+    description: str
+
+
+@dataclass(frozen=True)
+class WfdbHeader:
+    """A parsed header: the record line, its signal lines and its comment lines."""
+
+    path: Path
+    record_name: str
+    n_signals: int
+    sampling_rate: float
+    n_samples: int | None
+    n_segments: int | None
+    signals: tuple[SignalSpec, ...]
+    comments: tuple[str, ...] = field(default=())
+
+    @property
+    def lead_names(self) -> tuple[str, ...]:
+        return tuple(spec.description for spec in self.signals)
+
+    def label_codes(self) -> dict[str, tuple[str, ...]]:
+        """Label codes from ``# Dx:`` (SNOMED-CT numbers or CPSC abbreviations) and ``# Labels:``
+        (PTB-XL SCP-ECG statements, as in the 2024 Challenge copies) comment lines."""
+        codes: dict[str, list[str]] = {}
+        for comment in self.comments:
+            match = _DX_COMMENT.match(comment)
+            if not match:
+                continue
+            values = [v.strip() for v in match["value"].split(",") if v.strip()]
+            if match["key"].lower() == "labels":
+                codes.setdefault("scp", []).extend(values)
+                continue
+            for value in values:
+                vocabulary = "snomed" if value.isdigit() else "cpsc"
+                codes.setdefault(vocabulary, []).append(value)
+        return {vocabulary: tuple(values) for vocabulary, values in codes.items()}
+
+
+def read_header(path: str | Path) -> WfdbHeader:
+    """Read and parse one ``.hea`` file.
+
+    Raises
+    ------
+    RecordError
+        When the file cannot be read or does not follow the header syntax.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError as error:
+        raise RecordError(path, f"cannot read header: {error.strerror or error}") from None
+    return parse_header(text, path)
+
+
+def parse_header(text: str, path: str | Path) -> WfdbHeader:
+    """Parse header ``text``; ``path`` names the file in errors and locates the signal files."""
+    path = Path(path)
+    if "\x00" in text:
+        raise RecordError(path, "not a WFDB header: binary content")
+    comments: list[str] = []
+    lines: list[str] = []
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line:
+            continue
+        if line.startswith("#"):
+            comments.append(line[1:].strip())
+            continue
+        # A '#' after the fields starts a comment too.
+        lines.append(line.split("#", 1)[0].strip())
+    if not lines:
+        raise RecordError(path, "header has no record line")
+    name, n_signals, sampling_rate, n_samples, n_segments = _parse_record_line(lines[0], path)
+    signal_lines = lines[1:]
+    if n_segments is None and len(signal_lines) < n_signals:
+        raise RecordError(
+            path, f"header declares {n_signals} signals but has {len(signal_lines)} signal lines"
+        )
+    signals = () if n_segments is not None else tuple(
+        _parse_signal_line(line, path) for line in signal_lines[:n_signals]
+    )
+    return WfdbHeader(
+        path=path,
+        record_name=name,
+        n_signals=n_signals,
+        sampling_rate=sampling_rate,
+        n_samples=n_samples,
+        n_segments=n_segments,
+        signals=signals,
+        comments=tuple(comments),
+    )
+
+
+def _parse_record_line(line: str, path: Path) -> tuple[str, int, float, int | None, int | None]:
+    fields = line.split()
+    if len(fields) < 2:
+        raise RecordError(path, f"malformed record line {line!r}")
+    name_field = fields[0]
+    n_segments = None
+    if "/" in name_field:
+        name_field, segments = name_field.split("/", 1)
+        n_segments = _to_int(segments, "number of segments", path)
+    # Georgia headers (Challenge 2020) name the signal file on the record line: 'E00001.mat'.
+    record_name = re.sub(r"\.(mat|dat)$", "", name_field, flags=re.IGNORECASE)
+    n_signals = _to_int(fields[1], "number of signals", path)
+    sampling_rate = 250.0
+    if len(fields) > 2:
+        frequency = fields[2].split("/", 1)[0].split("(", 1)[0]
+        try:
+            sampling_rate = float(frequency)
+        except ValueError:
+            raise RecordError(path, f"malformed sampling frequency {fields[2]!r}") from None
+    if not sampling_rate > 0:
+        raise RecordError(path, f"sampling frequency must be positive, got {fields[2]!r}")
+    n_samples = _to_int(fields[3], "number of samples", path) if len(fields) > 3 else None
+    if n_signals <= 0:
+        raise RecordError(path, "header declares no signals")
+    return record_name, n_signals, sampling_rate, n_samples, n_segments
+
+
+def _parse_signal_line(line: str, path: Path) -> SignalSpec:
+    fields = line.split()
+    if len(fields) < 2:
+        raise RecordError(path, f"malformed signal line {line!r}")
+    fmt_match = _FORMAT_FIELD.match(fields[1])
+    if not fmt_match:
+        raise RecordError(path, f"malformed signal format {fields[1]!r}")
+    gain, baseline, units = _DEFAULT_GAIN, None, "mV"
+    if len(fields) > 2:
+        gain_match = _GAIN_FIELD.match(fields[2])
+        if not gain_match:
+            raise RecordError(path, f"malformed ADC gain {fields[2]!r}")
+        gain = float(gain_match["gain"]) or _DEFAULT_GAIN
+        if gain_match["baseline"] is not None:
+            baseline = int(gain_match["baseline"])
+        units = gain_match["units"] or "mV"
+    adc_resolution = _to_int(fields[3], "ADC resolution", path) if len(fields) > 3 else 0
+    adc_zero = _to_int(fields[4], "ADC zero", path) if len(fields) > 4 else 0
+    initial_value = _to_int(fields[5], "initial value", path) if len(fields) > 5 else None
+    checksum = _to_int(fields[6], "checksum", path) if len(fields) > 6 else None
+    description = " ".join(fields[8:]) if len(fields) > 8 else ""
+    return SignalSpec(
+        file_name=fields[0],
+        fmt=int(fmt_match["fmt"]),
+        samples_per_frame=int(fmt_match["spf"] or 1),
+        skew=int(fmt_match["skew"] or 0),
+        byte_offset=int(fmt_match["offset"] or 0),
+        gain=gain,
+        baseline=adc_zero if baseline is None else baseline,
+        units=units,
+        adc_resolution=adc_resolution or _DEFAULT_ADC_RESOLUTION,
+        adc_zero=adc_zero,
+        initial_value=initial_value,
+        checksum=checksum,
+        description=description,
+    )
+
+
+def _to_int(text: str, what: str, path: Path) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise RecordError(path, f"malformed {what} {text!r}") from None

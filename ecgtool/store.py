@@ -1,0 +1,158 @@
+"""The sharded HDF5 store of canonical records and its JSON manifest.
+
+Layout of a store directory::
+
+    manifest.json        shard list, counts per split, registry, input contract, skip list
+    ingest-config.json   the settings the store was made with (a re-run must match them)
+    train-00000.h5 …     one file per shard; every shard holds records of one split only
+
+Each shard holds, for its ``n`` records:
+
+=============  ===================  ==========================================================
+dataset        shape, dtype         content
+=============  ===================  ==========================================================
+signal         (n, 12, 5000) f2/f4  canonical samples in mV, one record per HDF5 chunk
+n_valid        (n,) int32           samples that are real signal (the rest is zero padding)
+findings       (n, 98) uint8        multi-hot over the registry's findings, registry order
+record_id      (n,) str             unique within the store
+patient_id     (n,) str             records without one are their own patient ("record:<id>")
+source         (n,) str             the file the record was read from
+report         (n,) str             the report text as the source gave it ('' when none)
+prompt_ja/_en  (n,) str             the report prompt built from the findings ('' when none)
+=============  ===================  ==========================================================
+
+A shard is written to ``<name>.tmp`` and renamed when complete, so a shard that exists is whole.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ecgtool.errors import EcgToolError
+
+MANIFEST = "manifest.json"
+CONFIG = "ingest-config.json"
+STORE_FORMAT_VERSION = 1
+STRING_FIELDS = ("record_id", "patient_id", "source", "report", "prompt_ja", "prompt_en")
+# float16 keeps 11 significant bits: the rounding error is at most 2^-11 of the magnitude.
+STORED_DTYPE_RELATIVE_ERROR = {"float16": 2.0**-11, "float32": 2.0**-24}
+
+
+class StoreError(EcgToolError):
+    """A store directory is missing, incomplete or inconsistent."""
+
+
+@dataclass
+class ShardContent:
+    """The records of one shard, as written and as read back."""
+
+    signal: np.ndarray
+    n_valid: np.ndarray
+    findings: np.ndarray
+    record_id: list[str]
+    patient_id: list[str]
+    source: list[str]
+    report: list[str]
+    prompt_ja: list[str]
+    prompt_en: list[str]
+
+    def __len__(self) -> int:
+        return len(self.record_id)
+
+
+def write_json_atomic(path: Path, payload: dict) -> None:
+    """Write ``payload`` as UTF-8 JSON through a temporary file and a rename."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_shard(path: Path, content: ShardContent, attributes: dict, dtype: str = "float16") -> None:
+    """Write one shard atomically (``path.tmp``, fsync, rename); ``attributes`` go to HDF5 attrs as JSON."""
+    tmp = path.with_name(path.name + ".tmp")
+    n = len(content)
+    string = h5py.string_dtype("utf-8")
+    with h5py.File(tmp, "w") as shard:
+        shard.create_dataset(
+            "signal",
+            data=content.signal.astype(dtype, copy=False),
+            chunks=(1, *content.signal.shape[1:]) if n else None,
+            maxshape=(None, *content.signal.shape[1:]),
+        )
+        shard.create_dataset("n_valid", data=content.n_valid.astype(np.int32))
+        shard.create_dataset("findings", data=content.findings.astype(np.uint8))
+        for name in STRING_FIELDS:
+            shard.create_dataset(name, data=np.array(getattr(content, name), dtype=object), dtype=string)
+        for key, value in attributes.items():
+            shard.attrs[key] = json.dumps(value, ensure_ascii=False)
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def read_shard_attributes(path: Path) -> dict:
+    with h5py.File(path, "r") as shard:
+        return {key: json.loads(value) for key, value in shard.attrs.items()}
+
+
+def read_shard(path: Path, with_signal: bool = True) -> ShardContent:
+    """Read a whole shard into memory (signals as stored: float16 unless ingested as float32)."""
+    with h5py.File(path, "r") as shard:
+        strings = {name: [s.decode("utf-8") for s in shard[name][()]] for name in STRING_FIELDS}
+        n = len(strings["record_id"])
+        signal = shard["signal"][()] if with_signal else np.empty((n, 0, 0), dtype=shard["signal"].dtype)
+        return ShardContent(
+            signal=signal,
+            n_valid=shard["n_valid"][()],
+            findings=shard["findings"][()],
+            **strings,
+        )
+
+
+class Store:
+    """Read access to an ingested store directory.
+
+    Examples
+    --------
+    >>> store = Store("out/ptbxl")                       # doctest: +SKIP
+    >>> store.counts()["test"]["records"]                 # doctest: +SKIP
+    >>> for shard in store.shards("train"): ...           # doctest: +SKIP
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        manifest_path = self.directory / MANIFEST
+        if not manifest_path.is_file():
+            raise StoreError(f"{self.directory}: not an ecgtool store (no {MANIFEST}; run `ecgtool ingest` first)")
+        self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        if self.manifest.get("format_version") != STORE_FORMAT_VERSION:
+            raise StoreError(f"{manifest_path}: store format {self.manifest.get('format_version')} is not supported")
+
+    @property
+    def registry_hash(self) -> str:
+        return self.manifest["registry"]["hash"]
+
+    @property
+    def contract(self) -> dict:
+        return self.manifest["contract"]
+
+    def counts(self) -> dict:
+        return self.manifest["counts"]
+
+    def shard_paths(self, split: str | None = None) -> list[Path]:
+        return [
+            self.directory / shard["file"]
+            for shard in self.manifest["shards"]
+            if split is None or shard["split"] == split
+        ]
+
+    def shards(self, split: str | None = None, with_signal: bool = True) -> Iterator[ShardContent]:
+        for path in self.shard_paths(split):
+            yield read_shard(path, with_signal=with_signal)
