@@ -97,7 +97,7 @@ def ingest(
         [], "--metadata", "-m", help="PTB-XL ptbxl_database.csv or a sidecar CSV (record, patient, report, findings, split). Repeatable."
     ),
     workers: int = typer.Option(0, "--workers", "-j", help="Worker processes reading records (0: one per CPU core)."),
-    shard_size: int = typer.Option(1024, "--shard-size", help="Records per HDF5 shard."),
+    shard_size: int = typer.Option(512, "--shard-size", help="Records per HDF5 shard."),
     dtype: str = typer.Option("float16", "--dtype", help="Stored sample type: float16 (error ≤ 2^-11 of the value) or float32."),
     min_seconds: float = typer.Option(5.0, "--min-seconds", help="Reject records shorter than this instead of zero-padding them."),
     derive_limb_leads: bool = typer.Option(

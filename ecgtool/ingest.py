@@ -20,7 +20,7 @@ import multiprocessing
 import os
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -29,8 +29,8 @@ import numpy as np
 from ecgtool import __version__
 from ecgtool.annotations import Annotation, load_annotations
 from ecgtool.errors import EcgToolError, RecordError
-from ecgtool.io.wfdb import read_wfdb_signals
-from ecgtool.io.wfdb_header import WfdbHeader, read_header
+from ecgtool.io.wfdb import read_wfdb
+from ecgtool.io.wfdb_header import label_codes_from_comments, read_header_comments
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import LEADS, N_SAMPLES, CanonicalOptions, canonicalize, input_contract
 from ecgtool.splits import SPLITS, SplitFractions, assign_splits
@@ -40,10 +40,10 @@ from ecgtool.store import (
     STORE_FORMAT_VERSION,
     STORED_DTYPE_RELATIVE_ERROR,
     ShardContent,
+    ShardWriter,
     read_shard,
     read_shard_attributes,
     write_json_atomic,
-    write_shard,
 )
 
 
@@ -56,7 +56,7 @@ class IngestOptions:
     """Settings of one ingest; all but ``workers`` are recorded and must match on a re-run."""
 
     workers: int = 0
-    shard_size: int = 1024
+    shard_size: int = 512
     dtype: str = "float16"
     canonical: CanonicalOptions = CanonicalOptions()
     fractions: SplitFractions = SplitFractions()
@@ -83,7 +83,7 @@ class Candidate:
     """A record whose header was read: it goes into a shard unless its samples fail."""
 
     record_id: str
-    header: WfdbHeader
+    header_path: Path
     source: str
     patient_id: str
     split: str
@@ -151,34 +151,41 @@ def index_records(
     fractions: SplitFractions = SplitFractions(),
     seed: str = "ecgtool",
 ) -> IndexResult:
-    """Stage 1: headers, annotations, findings, patients and splits of every record under ``inputs``."""
-    headers, skipped = find_record_headers(inputs)
+    """Stage 1: header comments, annotations, findings, patients and splits of every record.
+
+    Only the headers' comment lines are read here; the full header is parsed by the worker that
+    converts the record, so a malformed header ends in the skip list from there.
+    """
+    found, skipped = find_record_headers(inputs)
     result = IndexResult(candidates=[], skipped=skipped, warnings=[])
     first_source: dict[str, str] = {}
+    unique: list[tuple[Path, str]] = []
+    for path, display in found:
+        if path.stem in first_source:
+            result.skipped.append(
+                Skip(path.stem, display, f"duplicate record id {path.stem} (already taken from {first_source[path.stem]})")
+            )
+        else:
+            first_source[path.stem] = display
+            unique.append((path, display))
     pending: list[tuple[Candidate, str | None]] = []
     patients_missing = 0
-    for path, display in headers:
+    for path, display in unique:
         record_id = path.stem
-        if record_id in first_source:
-            result.skipped.append(
-                Skip(record_id, display, f"duplicate record id {record_id} (already taken from {first_source[record_id]})")
-            )
-            continue
         try:
-            header = read_header(path)
+            codes = label_codes_from_comments(read_header_comments(path))
         except RecordError as error:
             result.skipped.append(Skip(record_id, display, error.reason))
             continue
-        first_source[record_id] = display
         annotation = annotations.get(record_id, Annotation())
-        findings = _findings_of(header, annotation, registry, result)
+        findings = _findings_of(codes, annotation, registry, result)
         patient_id = annotation.patient_id
         if patient_id is None:
             patients_missing += 1
             patient_id = f"record:{record_id}"
         candidate = Candidate(
             record_id=record_id,
-            header=header,
+            header_path=path,
             source=display,
             patient_id=patient_id,
             split="",
@@ -205,9 +212,9 @@ def index_records(
     return result
 
 
-def _findings_of(header: WfdbHeader, annotation: Annotation, registry: Registry, result: IndexResult) -> tuple[str, ...]:
+def _findings_of(header_codes: dict, annotation: Annotation, registry: Registry, result: IndexResult) -> tuple[str, ...]:
     found: set[str] = set()
-    codes: dict[str, list[str]] = {v: list(c) for v, c in header.label_codes().items()}
+    codes: dict[str, list[str]] = {v: list(c) for v, c in header_codes.items()}
     for vocabulary, values in annotation.codes.items():
         codes.setdefault(vocabulary, []).extend(values)
     for vocabulary, values in codes.items():
@@ -278,7 +285,13 @@ def ingest(
     plan = _plan_shards(index.candidates, options.shard_size, _digest(config))
     pending = [(name, members, digest) for name, members, digest in plan if not _shard_is_done(out_dir / name, digest)]
     total = sum(len(members) for _, members, _ in pending)
-    converted = _convert(pending, out_dir, registry, options, progress, total)
+    pool, counter = _start_pool(options) if pending else (None, None)
+    try:
+        converted = _convert(pending, out_dir, registry, progress, total, pool, counter)
+    finally:
+        if pool is not None:
+            pool.terminate()
+            pool.join()
     manifest = _write_manifest(out_dir, plan, index, registry, options, config)
     return IngestResult(
         out_dir=out_dir,
@@ -338,19 +351,29 @@ def _shard_is_done(path: Path, digest: str) -> bool:
     return True
 
 
+@dataclass(frozen=True)
+class _ShardTask:
+    """What a worker needs to write one shard on its own (no registry, no pipe traffic of samples)."""
+
+    path: Path
+    members: list[Candidate]
+    findings: np.ndarray
+    attributes: dict
+
+
 _worker_options: IngestOptions | None = None
+_worker_progress = None
 
 
-def _init_worker(options: IngestOptions) -> None:
-    global _worker_options
-    _worker_options = options
+def _init_worker(options: IngestOptions, progress_counter) -> None:
+    global _worker_options, _worker_progress
+    _worker_options, _worker_progress = options, progress_counter
 
 
-def _convert_one(header: WfdbHeader):
-    """Worker: samples → canonical form in the stored dtype, or the reason it failed."""
-    options = _worker_options
+def _canonical_or_reason(header_path: Path, options: IngestOptions):
+    """Samples → canonical form in the stored dtype, or the one-line reason it failed."""
     try:
-        record = read_wfdb_signals(header, verify_checksums=options.verify_checksums)
+        record = read_wfdb(header_path, verify_checksums=options.verify_checksums)
         canonical = canonicalize(record, options.canonical)
     except RecordError as error:
         return None, error.reason
@@ -359,53 +382,84 @@ def _convert_one(header: WfdbHeader):
     return (canonical.signal.astype(options.dtype), canonical.n_valid), None
 
 
-def _convert(pending, out_dir: Path, registry: Registry, options: IngestOptions, progress, total: int) -> int:
-    if not pending:
-        return 0
-    headers = (c.header for _, members, _ in pending for c in members)
-    workers = options.workers or os.cpu_count() or 1
-    done = 0
-    if workers == 1:
-        _init_worker(options)
-        results: Iterable = map(_convert_one, headers)
-        pool = None
-    else:
-        context = multiprocessing.get_context("spawn" if os.name == "nt" else "fork")
-        pool = context.Pool(workers, initializer=_init_worker, initargs=(options,))
-        results = pool.imap(_convert_one, headers, chunksize=16)
+_WRITE_BLOCK = 64
+
+
+def _write_shard_task(task: _ShardTask) -> int:
+    """Worker: read, convert and write every record of one shard; the shard appears only when whole."""
+    options = _worker_options
+    writer = ShardWriter(task.path, task.findings.shape[1], options.dtype)
+    skipped = []
     try:
-        for name, members, digest in pending:
-            outcomes = []
-            for _ in members:
-                outcomes.append(next(results))
-                done += 1
-                if progress and (done % 64 == 0 or done == total):
-                    progress(done, total)
-            _write_planned_shard(out_dir / name, members, outcomes, digest, registry, options)
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-    return done
+        for start in range(0, len(task.members), _WRITE_BLOCK):
+            block = task.members[start : start + _WRITE_BLOCK]
+            outcomes = [_canonical_or_reason(c.header_path, options) for c in block]
+            skipped.extend(asdict(Skip(c.record_id, c.source, reason)) for c, (_, reason) in zip(block, outcomes) if reason)
+            kept = [i for i, (converted, _) in enumerate(outcomes) if converted is not None]
+            writer.append(_block_content(block, outcomes, kept, task.findings[start : start + len(block)], options))
+            if _worker_progress is not None:
+                with _worker_progress.get_lock():
+                    _worker_progress.value += len(block)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close({**task.attributes, "skipped": skipped})
+    return len(task.members)
 
 
-def _write_planned_shard(path: Path, members: list[Candidate], outcomes, digest: str, registry: Registry, options: IngestOptions) -> None:
-    kept = [(c, o[0]) for c, o in zip(members, outcomes) if o[0] is not None]
-    skipped = [asdict(Skip(c.record_id, c.source, o[1])) for c, o in zip(members, outcomes) if o[0] is None]
-    content = ShardContent(
-        signal=np.stack([s for _, (s, _) in kept]) if kept else np.zeros((0, len(LEADS), N_SAMPLES), options.dtype),
-        n_valid=np.array([n for _, (_, n) in kept], dtype=np.int32),
-        findings=np.stack([registry.multi_hot(c.findings) for c, _ in kept]) if kept else np.zeros((0, len(registry)), np.uint8),
-        record_id=[c.record_id for c, _ in kept],
-        patient_id=[c.patient_id for c, _ in kept],
-        source=[c.source for c, _ in kept],
-        report=[c.report for c, _ in kept],
-        prompt_ja=[c.prompt_ja for c, _ in kept],
-        prompt_en=[c.prompt_en for c, _ in kept],
+def _block_content(block: list[Candidate], outcomes, kept: list[int], findings: np.ndarray, options: IngestOptions) -> ShardContent:
+    members = [block[i] for i in kept]
+    return ShardContent(
+        signal=np.stack([outcomes[i][0][0] for i in kept]) if kept else np.zeros((0, len(LEADS), N_SAMPLES), options.dtype),
+        n_valid=np.array([outcomes[i][0][1] for i in kept], dtype=np.int32),
+        findings=findings[kept],
+        record_id=[c.record_id for c in members],
+        patient_id=[c.patient_id for c in members],
+        source=[c.source for c in members],
+        report=[c.report for c in members],
+        prompt_ja=[c.prompt_ja for c in members],
+        prompt_en=[c.prompt_en for c in members],
     )
-    split = members[0].split
-    attributes = {"split": split, "candidates_digest": digest, "skipped": skipped, "registry_hash": registry.hash}
-    write_shard(path, content, attributes, dtype=options.dtype)
+
+
+def _start_pool(options: IngestOptions):
+    """A worker pool sharing a progress counter, or ``(None, None)`` for one worker (run in process)."""
+    workers = options.workers or os.cpu_count() or 1
+    if workers == 1:
+        _init_worker(options, None)
+        return None, None
+    context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+    counter = context.Value("q", 0)
+    return context.Pool(workers, initializer=_init_worker, initargs=(options, counter)), counter
+
+
+def _convert(pending, out_dir: Path, registry: Registry, progress, total: int, pool, counter) -> int:
+    """Stage 2: one task per missing shard; workers write shards in parallel, largest first."""
+    tasks = [
+        _ShardTask(
+            path=out_dir / name,
+            members=members,
+            findings=np.stack([registry.multi_hot(c.findings) for c in members]),
+            attributes={"split": members[0].split, "candidates_digest": digest, "registry_hash": registry.hash},
+        )
+        for name, members, digest in sorted(pending, key=lambda shard: -len(shard[1]))
+    ]
+    if pool is None:
+        done = 0
+        for task in tasks:
+            done += _write_shard_task(task)
+            if progress:
+                progress(done, total)
+        return done
+    results = [pool.apply_async(_write_shard_task, (task,)) for task in tasks]
+    while not all(result.ready() for result in results):
+        if progress:
+            progress(counter.value, total)
+        time.sleep(0.1)
+    done = sum(result.get() for result in results)  # re-raises a worker's exception
+    if progress:
+        progress(done, total)
+    return done
 
 
 def _write_manifest(out_dir: Path, plan, index: IndexResult, registry: Registry, options: IngestOptions, config: dict) -> dict:

@@ -136,6 +136,8 @@ def _select_leads(record: Record, derive_limb_leads: bool) -> tuple[np.ndarray, 
         missing = []
     if missing:
         raise RecordError(record.path, f"missing leads: {', '.join(missing)} (has: {', '.join(record.lead_names)})")
+    if not derived and [rows[lead] for lead in LEADS] == list(range(record.signal.shape[0])):
+        return record.signal, derived  # already 12 leads in canonical order: no copy
     signal = np.empty((len(LEADS), record.signal.shape[1]), dtype=np.float32)
     for index, lead in enumerate(LEADS):
         if lead in rows:
@@ -178,9 +180,8 @@ def _resample(signal: np.ndarray, sampling_rate: float) -> np.ndarray:
 
 def check_quality(signal: np.ndarray, path: str, thresholds: QualityThresholds = QualityThresholds()) -> None:
     """Raise ``RecordError`` naming the leads that fail a check; ``signal`` is in canonical lead order."""
-    finite = np.isfinite(signal)
-    if not finite.all():
-        bad = [LEADS[i] for i in np.flatnonzero(~finite.all(axis=1))]
+    if not np.isfinite(signal.sum()):
+        bad = [LEADS[i] for i in np.flatnonzero(~np.isfinite(signal).all(axis=1))]
         raise RecordError(path, f"NaN/inf or missing samples in lead(s) {', '.join(bad)}")
     low, high = signal.min(axis=1), signal.max(axis=1)
     flat = high - low < thresholds.flat_peak_to_peak_mv
@@ -195,7 +196,7 @@ def check_quality(signal: np.ndarray, path: str, thresholds: QualityThresholds =
         raise RecordError(
             path, f"implausible amplitude in lead(s) {', '.join(bad)}: beyond ±{thresholds.max_abs_mv} mV (wrong gain?)"
         )
-    at_rail = ((signal == low[:, None]) | (signal == high[:, None])).mean(axis=1)
+    at_rail = ((signal == low[:, None]).sum(axis=1) + (signal == high[:, None]).sum(axis=1)) / signal.shape[1]
     saturated = at_rail > thresholds.saturated_fraction
     if saturated.any():
         bad = [LEADS[i] for i in np.flatnonzero(saturated)]

@@ -74,27 +74,58 @@ def write_json_atomic(path: Path, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def write_shard(path: Path, content: ShardContent, attributes: dict, dtype: str = "float16") -> None:
-    """Write one shard atomically (``path.tmp``, fsync, rename); ``attributes`` go to HDF5 attrs as JSON."""
-    tmp = path.with_name(path.name + ".tmp")
-    n = len(content)
-    string = h5py.string_dtype("utf-8")
-    with h5py.File(tmp, "w") as shard:
-        shard.create_dataset(
-            "signal",
-            data=content.signal.astype(dtype, copy=False),
-            chunks=(1, *content.signal.shape[1:]) if n else None,
-            maxshape=(None, *content.signal.shape[1:]),
-        )
-        shard.create_dataset("n_valid", data=content.n_valid.astype(np.int32))
-        shard.create_dataset("findings", data=content.findings.astype(np.uint8))
+class ShardWriter:
+    """Write one shard in appended blocks; ``close`` makes it visible (fsync + rename), ``abort`` drops it.
+
+    Appending in blocks keeps memory flat whatever the shard size.
+    """
+
+    def __init__(self, path: Path, n_findings: int, dtype: str = "float16", signal_shape: tuple[int, int] = (12, 5000)):
+        self.path = path
+        self.tmp = path.with_name(path.name + ".tmp")
+        self.length = 0
+        self._file = h5py.File(self.tmp, "w")
+        self._file.create_dataset("signal", shape=(0, *signal_shape), maxshape=(None, *signal_shape), dtype=dtype, chunks=(1, *signal_shape))
+        self._file.create_dataset("n_valid", shape=(0,), maxshape=(None,), dtype=np.int32, chunks=(4096,))
+        self._file.create_dataset("findings", shape=(0, n_findings), maxshape=(None, n_findings), dtype=np.uint8, chunks=(1024, n_findings))
+        string = h5py.string_dtype("utf-8")
         for name in STRING_FIELDS:
-            shard.create_dataset(name, data=np.array(getattr(content, name), dtype=object), dtype=string)
+            self._file.create_dataset(name, shape=(0,), maxshape=(None,), dtype=string, chunks=(1024,))
+
+    def append(self, content: ShardContent) -> None:
+        n = len(content)
+        if not n:
+            return
+        end = self.length + n
+        for name in ("signal", "n_valid", "findings", *STRING_FIELDS):
+            dataset = self._file[name]
+            dataset.resize(end, axis=0)
+            value = getattr(content, name)
+            dataset[self.length : end] = np.array(value, dtype=object) if name in STRING_FIELDS else value
+        self.length = end
+
+    def close(self, attributes: dict) -> None:
         for key, value in attributes.items():
-            shard.attrs[key] = json.dumps(value, ensure_ascii=False)
-    with open(tmp, "rb+") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+            self._file.attrs[key] = json.dumps(value, ensure_ascii=False)
+        self._file.close()
+        with open(self.tmp, "rb+") as handle:
+            os.fsync(handle.fileno())
+        os.replace(self.tmp, self.path)
+
+    def abort(self) -> None:
+        self._file.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+def write_shard(path: Path, content: ShardContent, attributes: dict, dtype: str = "float16") -> None:
+    """Write a whole shard at once, atomically; ``attributes`` are stored as JSON HDF5 attributes."""
+    writer = ShardWriter(path, content.findings.shape[1], dtype, content.signal.shape[1:])
+    try:
+        writer.append(content)
+    except BaseException:
+        writer.abort()
+        raise
+    writer.close(attributes)
 
 
 def read_shard_attributes(path: Path) -> dict:

@@ -103,5 +103,8 @@ def test_unreadable_and_missing_files(record_copy, tmp_path):
         read_wfdb(record_copy)
     garbage = tmp_path / "junk.hea"
     garbage.write_bytes(b"\x00\x01 not a header at all\n")
-    with pytest.raises(RecordError, match="junk.hea: malformed"):
+    with pytest.raises(RecordError, match="junk.hea: not a WFDB header: binary content"):
+        read_wfdb(garbage)
+    garbage.write_text("hello world\n")
+    with pytest.raises(RecordError, match="junk.hea: malformed number of signals 'world'"):
         read_wfdb(garbage)

@@ -53,9 +53,14 @@ def read_wfdb_signals(header: WfdbHeader, verify_checksums: bool = True) -> Reco
     """Read the samples of an already parsed header (lets ingest parse headers once, up front)."""
     if header.n_segments is not None or not _decodable_here(header):
         return _read_with_wfdb_package(header)
-    digital = np.empty((header.n_signals, _declared_samples(header)), dtype=np.int32)
-    for file_name, rows in _signals_by_file(header).items():
-        digital[rows] = _read_signal_file(header, file_name, [header.signals[i] for i in rows])
+    groups = _signals_by_file(header)
+    if len(groups) == 1:
+        (file_name, _), = groups.items()
+        digital = _read_signal_file(header, file_name, list(header.signals))
+    else:
+        digital = np.empty((header.n_signals, _declared_samples(header)), dtype=np.int32)
+        for file_name, rows in groups.items():
+            digital[rows] = _read_signal_file(header, file_name, [header.signals[i] for i in rows])
     if verify_checksums:
         _check_checksums(header, digital)
     return Record(
@@ -137,11 +142,11 @@ def _check_length(path: Path, header: WfdbHeader, held_samples: int, extra_bytes
 
 
 def _decode(raw: np.ndarray, fmt: int) -> np.ndarray:
-    """Decode the flat sample stream of one file; returns int32."""
+    """Decode the flat sample stream of one file into signed integers."""
     if fmt == 16:
-        return raw[: raw.size // 2 * 2].view("<i2").astype(np.int32)
+        return raw[: raw.size // 2 * 2].view("<i2")
     if fmt == 61:
-        return raw[: raw.size // 2 * 2].view(">i2").astype(np.int32)
+        return raw[: raw.size // 2 * 2].view(">i2")
     if fmt == 80:
         return raw.astype(np.int32) - 128
     if fmt == 24:
@@ -167,11 +172,9 @@ def _decode_212(raw: np.ndarray) -> np.ndarray:
 
 
 def _check_checksums(header: WfdbHeader, digital: np.ndarray) -> None:
-    for spec, samples in zip(header.signals, digital):
-        if spec.checksum is None:
-            continue
-        checksum = int(samples.sum(dtype=np.int64)) & 0xFFFF
-        if checksum != spec.checksum & 0xFFFF:
+    sums = digital.sum(axis=1, dtype=np.int64) & 0xFFFF
+    for spec, checksum in zip(header.signals, sums):
+        if spec.checksum is not None and int(checksum) != spec.checksum & 0xFFFF:
             raise RecordError(
                 header.path,
                 f"checksum mismatch in signal {spec.description or spec.file_name}: "
@@ -180,18 +183,22 @@ def _check_checksums(header: WfdbHeader, digital: np.ndarray) -> None:
 
 
 def _to_millivolts(header: WfdbHeader, digital: np.ndarray) -> np.ndarray:
-    signal = np.empty(digital.shape, dtype=np.float32)
-    for row, spec in enumerate(header.signals):
+    scales = []
+    for spec in header.signals:
         unit_scale = _MILLIVOLTS_PER_UNIT.get(spec.units.lower())
         if unit_scale is None:
             raise RecordError(
                 header.path, f"signal {spec.description!r} has unit {spec.units!r}, not a voltage"
             )
-        samples = digital[row]
-        np.multiply(samples - spec.baseline, unit_scale / spec.gain, out=signal[row], casting="unsafe")
-        missing_value = _MISSING_VALUE.get(spec.fmt)
-        if missing_value is not None:
-            signal[row][samples == missing_value] = np.nan
+        scales.append(unit_scale / spec.gain)
+    baselines = np.array([spec.baseline for spec in header.signals], dtype=np.float32)[:, None]
+    signal = digital.astype(np.float32, order="C")  # rows contiguous: every later step works per lead
+    signal -= baselines
+    signal *= np.array(scales, dtype=np.float32)[:, None]
+    for row, spec in enumerate(header.signals):
+        missing = digital[row] == _MISSING_VALUE.get(spec.fmt)
+        if missing.any():
+            signal[row][missing] = np.nan
     return signal
 
 

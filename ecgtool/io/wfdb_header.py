@@ -23,6 +23,7 @@ _FORMAT_FIELD = re.compile(r"^(?P<fmt>\d+)(?:x(?P<spf>\d+))?(?::(?P<skew>\d+))?(
 _GAIN_FIELD = re.compile(
     r"^(?P<gain>[-+]?\d*\.?\d+(?:[eE][-+]?\d+)?)(?:\((?P<baseline>[-+]?\d+)\))?(?:/(?P<units>\S+))?$"
 )
+_NUMERIC_FIELDS = ("ADC resolution", "ADC zero", "initial value", "checksum", "block size")
 _DX_COMMENT = re.compile(r"^\s*(?P<key>Dx|Labels)\s*:\s*(?P<value>.*)$", re.IGNORECASE)
 
 
@@ -63,21 +64,36 @@ class WfdbHeader:
         return tuple(spec.description for spec in self.signals)
 
     def label_codes(self) -> dict[str, tuple[str, ...]]:
-        """Label codes from ``# Dx:`` (SNOMED-CT numbers or CPSC abbreviations) and ``# Labels:``
-        (PTB-XL SCP-ECG statements, as in the 2024 Challenge copies) comment lines."""
-        codes: dict[str, list[str]] = {}
-        for comment in self.comments:
-            match = _DX_COMMENT.match(comment)
-            if not match:
-                continue
-            values = [v.strip() for v in match["value"].split(",") if v.strip()]
-            if match["key"].lower() == "labels":
-                codes.setdefault("scp", []).extend(values)
-                continue
-            for value in values:
-                vocabulary = "snomed" if value.isdigit() else "cpsc"
-                codes.setdefault(vocabulary, []).append(value)
-        return {vocabulary: tuple(values) for vocabulary, values in codes.items()}
+        """Label codes of the header's comment lines (see ``label_codes_from_comments``)."""
+        return label_codes_from_comments(self.comments)
+
+
+def label_codes_from_comments(comments: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
+    """Label codes from ``# Dx:`` (SNOMED-CT numbers or CPSC abbreviations) and ``# Labels:``
+    (PTB-XL SCP-ECG statements, as in the 2024 Challenge copies) comment lines."""
+    codes: dict[str, list[str]] = {}
+    for comment in comments:
+        match = _DX_COMMENT.match(comment)
+        if not match:
+            continue
+        values = [v.strip() for v in match["value"].split(",") if v.strip()]
+        if match["key"].lower() == "labels":
+            codes.setdefault("scp", []).extend(values)
+            continue
+        for value in values:
+            vocabulary = "snomed" if value.isdigit() else "cpsc"
+            codes.setdefault(vocabulary, []).append(value)
+    return {vocabulary: tuple(values) for vocabulary, values in codes.items()}
+
+
+def read_header_comments(path: str | Path) -> tuple[str, ...]:
+    """Only the comment lines of a header: the cheap part that indexing needs."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="latin-1")
+    except OSError as error:
+        raise RecordError(path, f"cannot read header: {error.strerror or error}") from None
+    return tuple(line.strip()[1:].strip() for line in text.splitlines() if line.lstrip().startswith("#"))
 
 
 def read_header(path: str | Path) -> WfdbHeader:
@@ -166,9 +182,17 @@ def _parse_signal_line(line: str, path: Path) -> SignalSpec:
     fields = line.split()
     if len(fields) < 2:
         raise RecordError(path, f"malformed signal line {line!r}")
-    fmt_match = _FORMAT_FIELD.match(fields[1])
-    if not fmt_match:
-        raise RecordError(path, f"malformed signal format {fields[1]!r}")
+    format_field = fields[1]
+    if format_field.isdigit():  # the common case, without the regular expression
+        fmt, samples_per_frame, skew, byte_offset = int(format_field), 1, 0, 0
+    else:
+        fmt_match = _FORMAT_FIELD.match(format_field)
+        if not fmt_match:
+            raise RecordError(path, f"malformed signal format {format_field!r}")
+        fmt = int(fmt_match["fmt"])
+        samples_per_frame = int(fmt_match["spf"] or 1)
+        skew = int(fmt_match["skew"] or 0)
+        byte_offset = int(fmt_match["offset"] or 0)
     gain, baseline, units = _DEFAULT_GAIN, None, "mV"
     if len(fields) > 2:
         gain_match = _GAIN_FIELD.match(fields[2])
@@ -178,25 +202,23 @@ def _parse_signal_line(line: str, path: Path) -> SignalSpec:
         if gain_match["baseline"] is not None:
             baseline = int(gain_match["baseline"])
         units = gain_match["units"] or "mV"
-    adc_resolution = _to_int(fields[3], "ADC resolution", path) if len(fields) > 3 else 0
-    adc_zero = _to_int(fields[4], "ADC zero", path) if len(fields) > 4 else 0
-    initial_value = _to_int(fields[5], "initial value", path) if len(fields) > 5 else None
-    checksum = _to_int(fields[6], "checksum", path) if len(fields) > 6 else None
-    description = " ".join(fields[8:]) if len(fields) > 8 else ""
+    numbers = [_to_int(text, what, path) for text, what in zip(fields[3:8], _NUMERIC_FIELDS)]
+    numbers += [None] * (5 - len(numbers))
+    adc_resolution, adc_zero, initial_value, checksum, _block_size = numbers
     return SignalSpec(
         file_name=fields[0],
-        fmt=int(fmt_match["fmt"]),
-        samples_per_frame=int(fmt_match["spf"] or 1),
-        skew=int(fmt_match["skew"] or 0),
-        byte_offset=int(fmt_match["offset"] or 0),
+        fmt=fmt,
+        samples_per_frame=samples_per_frame,
+        skew=skew,
+        byte_offset=byte_offset,
         gain=gain,
-        baseline=adc_zero if baseline is None else baseline,
+        baseline=(adc_zero or 0) if baseline is None else baseline,
         units=units,
         adc_resolution=adc_resolution or _DEFAULT_ADC_RESOLUTION,
-        adc_zero=adc_zero,
+        adc_zero=adc_zero or 0,
         initial_value=initial_value,
         checksum=checksum,
-        description=description,
+        description=" ".join(fields[8:]),
     )
 
 
