@@ -3,11 +3,13 @@
 The 550 shared records are replicated under new record names (headers rewritten, samples
 symlinked) to at least ``--records`` records in a temporary directory; then, in one run:
 
-* the baseline: ``wfdb.rdrecord`` over the same files, one process;
+* the baseline: ``wfdb.rdrecord`` over the same files (the first ``--baseline-records`` of them:
+  a rate does not need all), one process;
 * ``ecgtool.ingest.ingest`` with 1, 2, … worker processes, into a fresh store each time, timed
   from start to manifest (index, read, canonical transform, float16, HDF5 shards).
 
-Usage: python benchmarks/ingest.py [--records 5000] [--workers 1 2] [--source ../shared/data/ptb-xl/records500]
+Usage: python benchmarks/ingest.py [--records 5000] [--workers 1 2] [--baseline-records 2000]
+                                  [--source ../shared/data/ptb-xl/records500]
 """
 
 from __future__ import annotations
@@ -57,14 +59,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=5000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--baseline-records", type=int, default=2000)
     parser.add_argument("--source", type=Path, default=DEFAULT_SOURCE)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="ecgtool-bench-") as tmp:
         records = Path(tmp) / "records"
         headers = replicate(args.source, records, args.records)
         print(f"{len(headers)} records replicated from {args.source}; {os.cpu_count()} CPU cores")
-        baseline = time_wfdb_loop(headers)
-        print(f"baseline  wfdb.rdrecord loop, 1 process : {baseline:8.0f} records/s")
+        baseline = time_wfdb_loop(headers[: args.baseline_records])
+        print(f"baseline  wfdb.rdrecord loop, 1 process : {baseline:8.0f} records/s (first {min(len(headers), args.baseline_records)} records)")
         for workers in args.workers:
             out = Path(tmp) / f"store-{workers}"
             started = time.perf_counter()

@@ -68,13 +68,13 @@ def labels(
         raise typer.BadParameter("--lang must be ja, en or both")
     table = Table(title=f"findings.yaml v{registry.version} ({registry.hash}): {len(registry)} findings")
     table.add_column("#", justify="right")
-    table.add_column("id")
+    table.add_column("id", overflow="fold")
     if lang in ("ja", "both"):
-        table.add_column("日本語")
+        table.add_column("日本語", overflow="fold")
     if lang in ("en", "both"):
-        table.add_column("English")
+        table.add_column("English", overflow="fold")
     for test in registry.supersets:
-        table.add_column(test)
+        table.add_column(test, overflow="fold")
     shown = 0
     for finding in registry.findings:
         classes = {test: finding.supersets.get(test, ()) for test in registry.supersets}

@@ -43,6 +43,7 @@ from ecgtool.store import (
     ShardWriter,
     read_shard,
     read_shard_attributes,
+    to_stored_dtype,
     write_json_atomic,
 )
 
@@ -130,17 +131,25 @@ def find_record_headers(inputs: Sequence[Path]) -> tuple[list[tuple[Path, str]],
         root = Path(root)
         if not root.exists():
             raise IngestError(f"{root}: no such file or directory")
-        files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-        base = root.parent
-        for path in files:
-            suffix = path.suffix.lower()
-            display = str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
-            if suffix == ".hea":
-                headers.append((path, display))
-            elif suffix == ".mat" and not path.with_suffix(".hea").exists():
-                skipped.append(
-                    Skip(path.stem, display, "MATLAB file without a WFDB header beside it (not a Challenge record)")
-                )
+        if root.is_file():
+            headers.append((root, root.name))
+            continue
+        base = str(root.parent)
+        # os.walk with plain strings: pathlib costs more than the rest of indexing on large trees.
+        for directory, folders, files in os.walk(root):
+            folders.sort()
+            names = set(files)
+            for name in sorted(files):
+                stem, suffix = os.path.splitext(name)
+                suffix = suffix.lower()
+                path = os.path.join(directory, name)
+                if suffix == ".hea":
+                    headers.append((Path(path), os.path.relpath(path, base)))
+                elif suffix == ".mat" and not ({stem + ".hea", stem + ".HEA"} & names):
+                    skipped.append(
+                        Skip(stem, os.path.relpath(path, base), "MATLAB file without a WFDB header beside it (not a Challenge record)")
+                    )
+    headers.sort(key=lambda header: header[1])
     return headers, skipped
 
 
@@ -232,7 +241,7 @@ def _findings_of(header_codes: dict, annotation: Annotation, registry: Registry,
             found.add(finding.id)
     if annotation.findings_from_report and annotation.report:
         found.update(registry.extract_findings(annotation.report))
-    return tuple(f for f in registry.ids() if f in found)
+    return tuple(sorted(found, key=registry.index))
 
 
 def ingest(
@@ -379,7 +388,7 @@ def _canonical_or_reason(header_path: Path, options: IngestOptions):
         return None, error.reason
     except Exception as error:  # an unexpected reader failure must not stop the batch
         return None, f"unexpected error while reading: {type(error).__name__}: {error}"
-    return (canonical.signal.astype(options.dtype), canonical.n_valid), None
+    return (to_stored_dtype(canonical.signal, options.dtype), canonical.n_valid), None
 
 
 _WRITE_BLOCK = 64
@@ -428,6 +437,10 @@ def _start_pool(options: IngestOptions):
     if workers == 1:
         _init_worker(options, None)
         return None, None
+    if options.dtype == "float16":
+        import torch  # noqa: F401  imported once here, before the fork, not in every worker
+
+        torch.set_num_threads(1)
     context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
     counter = context.Value("q", 0)
     return context.Pool(workers, initializer=_init_worker, initargs=(options, counter)), counter

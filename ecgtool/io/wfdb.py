@@ -61,12 +61,13 @@ def read_wfdb_signals(header: WfdbHeader, verify_checksums: bool = True) -> Reco
         digital = np.empty((header.n_signals, _declared_samples(header)), dtype=np.int32)
         for file_name, rows in groups.items():
             digital[rows] = _read_signal_file(header, file_name, [header.signals[i] for i in rows])
+    samples = digital.astype(np.float32, order="C")  # rows contiguous: every later step works per lead
     if verify_checksums:
-        _check_checksums(header, digital)
+        _check_checksums(header, samples)
     return Record(
         record_id=header.record_name,
         path=str(header.path),
-        signal=_to_millivolts(header, digital),
+        signal=_to_millivolts(header, digital, samples),
         sampling_rate=header.sampling_rate,
         lead_names=header.lead_names,
         codes=header.label_codes(),
@@ -171,8 +172,9 @@ def _decode_212(raw: np.ndarray) -> np.ndarray:
     return np.where(values >= 2**11, values - 2**12, values)
 
 
-def _check_checksums(header: WfdbHeader, digital: np.ndarray) -> None:
-    sums = digital.sum(axis=1, dtype=np.int64) & 0xFFFF
+def _check_checksums(header: WfdbHeader, samples: np.ndarray) -> None:
+    # float32 holds every sample exactly and float64 sums of them stay exact integers.
+    sums = samples.sum(axis=1, dtype=np.float64).astype(np.int64) & 0xFFFF
     for spec, checksum in zip(header.signals, sums):
         if spec.checksum is not None and int(checksum) != spec.checksum & 0xFFFF:
             raise RecordError(
@@ -182,7 +184,8 @@ def _check_checksums(header: WfdbHeader, digital: np.ndarray) -> None:
             )
 
 
-def _to_millivolts(header: WfdbHeader, digital: np.ndarray) -> np.ndarray:
+def _to_millivolts(header: WfdbHeader, digital: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Scale ``samples`` (``digital`` as float32) to mV in place; WFDB's missing values become NaN."""
     scales = []
     for spec in header.signals:
         unit_scale = _MILLIVOLTS_PER_UNIT.get(spec.units.lower())
@@ -191,15 +194,18 @@ def _to_millivolts(header: WfdbHeader, digital: np.ndarray) -> np.ndarray:
                 header.path, f"signal {spec.description!r} has unit {spec.units!r}, not a voltage"
             )
         scales.append(unit_scale / spec.gain)
-    baselines = np.array([spec.baseline for spec in header.signals], dtype=np.float32)[:, None]
-    signal = digital.astype(np.float32, order="C")  # rows contiguous: every later step works per lead
-    signal -= baselines
-    signal *= np.array(scales, dtype=np.float32)[:, None]
-    for row, spec in enumerate(header.signals):
-        missing = digital[row] == _MISSING_VALUE.get(spec.fmt)
+    samples -= np.array([spec.baseline for spec in header.signals], dtype=np.float32)[:, None]
+    samples *= np.array(scales, dtype=np.float32)[:, None]
+    missing_values = {_MISSING_VALUE.get(spec.fmt) for spec in header.signals}
+    if len(missing_values) == 1:
+        missing = digital == missing_values.pop()
         if missing.any():
-            signal[row][missing] = np.nan
-    return signal
+            samples[missing] = np.nan
+    else:
+        for row, spec in enumerate(header.signals):
+            missing = digital[row] == _MISSING_VALUE.get(spec.fmt)
+            samples[row][missing] = np.nan
+    return samples
 
 
 def _read_with_wfdb_package(header: WfdbHeader) -> Record:

@@ -1,0 +1,46 @@
+"""End-to-end through the command line: one-line errors, exit codes, the summary."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ecgtool.cli import app
+from ecgtool.registry import load_registry
+
+runner = CliRunner()
+
+
+def test_labels_lists_every_finding_in_both_languages():
+    result = runner.invoke(app, ["labels", "--lang", "both"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0
+    registry = load_registry()
+    for finding in registry.findings:
+        assert finding.ja in result.output and finding.en in result.output
+
+
+def test_labels_superset_filter_and_unknown_superset():
+    result = runner.invoke(app, ["labels", "--superset", "rhythm"], env={"COLUMNS": "400"})
+    assert result.exit_code == 0 and "心房細動" in result.output and "完全右脚ブロック" not in result.output
+    bad = runner.invoke(app, ["labels", "--superset", "nonsense"])
+    assert bad.exit_code == 1
+    assert bad.output.strip().splitlines() == ["error: --superset nonsense: no such superset test or class, or no finding maps into it"]
+
+
+def test_ingest_missing_input_is_one_line_and_exit_1(tmp_path):
+    result = runner.invoke(app, ["ingest", str(tmp_path / "nowhere"), "--out", str(tmp_path / "store")])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines() == [f"error: {tmp_path / 'nowhere'}: no such file or directory"]
+
+
+def test_ingest_shipped_examples_and_rerun(tmp_path):
+    examples = Path(__file__).resolve().parents[1] / "examples" / "ptb-xl"
+    args = ["ingest", str(examples), "--metadata", str(examples / "ptbxl_database.csv"), "--out", str(tmp_path / "store")]
+    first = runner.invoke(app, args)
+    assert first.exit_code == 0, first.output
+    manifest = json.loads((tmp_path / "store" / "manifest.json").read_text())
+    assert manifest["counts"]["test"] == {"records": 4, "patients": 4, "labelled": 4}
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0 and "nothing to convert" in again.output
