@@ -63,7 +63,7 @@ def test_cpsc_text_labels_and_ptbxl_2024_labels(shared_data):
     assert cpsc.label_codes() == {"cpsc": ("RBBB",)}
     labelled = [h for h in (shared_data / "ptb-xl" / "records500").rglob("*.hea") if "# Labels:" in h.read_text()]
     assert labelled, "the 2024 Challenge copies carry '# Labels:' lines"
-    assert read_header(labelled[0]).label_codes()["scp"]
+    assert read_header(labelled[0]).label_codes()["ptbxl_labels"]
 
 
 @pytest.fixture

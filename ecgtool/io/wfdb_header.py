@@ -69,8 +69,9 @@ class WfdbHeader:
 
 
 def label_codes_from_comments(comments: tuple[str, ...]) -> dict[str, tuple[str, ...]]:
-    """Label codes from ``# Dx:`` (SNOMED-CT numbers or CPSC abbreviations) and ``# Labels:``
-    (PTB-XL SCP-ECG statements, as in the 2024 Challenge copies) comment lines."""
+    """Label codes from ``# Dx:`` lines (SNOMED-CT numbers or CPSC abbreviations) and ``# Labels:``
+    lines (the 2024 Challenge's PTB-XL labels, vocabulary ``"ptbxl_labels"``: a mix of SCP-ECG
+    statements such as ``NORM`` or ``PVC`` and superclasses such as ``STTC`` or ``Old MI``)."""
     codes: dict[str, list[str]] = {}
     for comment in comments:
         match = _DX_COMMENT.match(comment)
@@ -78,7 +79,7 @@ def label_codes_from_comments(comments: tuple[str, ...]) -> dict[str, tuple[str,
             continue
         values = [v.strip() for v in match["value"].split(",") if v.strip()]
         if match["key"].lower() == "labels":
-            codes.setdefault("scp", []).extend(values)
+            codes.setdefault("ptbxl_labels", []).extend(values)
             continue
         for value in values:
             vocabulary = "snomed" if value.isdigit() else "cpsc"
