@@ -177,5 +177,60 @@ def _print_ingest_summary(result) -> None:
         output.print(f"  warning: label codes the registry does not know: {codes}", highlight=False, soft_wrap=True)
 
 
+@app.command("embed-labels")
+@one_line_errors
+def embed_labels(
+    model: Path = typer.Option(..., "--model", help="Local Hugging Face model folder or .gguf file (nothing is downloaded)."),
+    store: Optional[Path] = typer.Option(None, "--store", help="Store whose train/val report prompts are embedded too."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Cache directory (default: <store>/text-cache)."),
+    lang: str = typer.Option("both", "--lang", help="ja, en or both."),
+    pooling: str = typer.Option("mean", "--pooling", help="mean (masked mean of the tokens) or last (last token)."),
+    layer: int = typer.Option(-1, "--layer", help="Hidden-state index: -1 is the last layer, 0 the embeddings."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per forward pass."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda (bfloat16 on cuda, float32 on cpu)."),
+):
+    """Embed the label, superset and report prompts with a frozen language model into a vector cache.
+
+    Example: ecgtool embed-labels --model models/MedLlama3-JP-v2 --store stores/ptbxl --device cuda
+    """
+    from ecgtool.registry import load_registry
+    from ecgtool.store import Store
+    from ecgtool.text import collect_prompts, embed_prompts
+
+    if lang not in ("ja", "en", "both"):
+        raise EcgToolError(f"--lang {lang}: expected ja, en or both")
+    if pooling not in ("mean", "last"):
+        raise EcgToolError(f"--pooling {pooling}: expected mean or last")
+    if out is None:
+        if store is None:
+            raise EcgToolError("--out is required when no --store is given")
+        out = store / "text-cache"
+    registry = load_registry()
+    langs = ("ja", "en") if lang == "both" else (lang,)
+    prompts = collect_prompts(registry, Store(store) if store is not None else None, langs)
+    with Progress(
+        TextColumn("embed"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task("embed", total=None, rate="")
+
+        def show(done: int, total: int) -> None:
+            elapsed = bar.tasks[task].elapsed or 0.0
+            rate = f"{done / elapsed:,.1f} prompts/s" if elapsed > 0 else ""
+            bar.update(task, completed=done, total=total, rate=rate)
+
+        result = embed_prompts(model, prompts, out, pooling, layer, batch_size, device, registry, show)
+    output.print(
+        f"{result.prompts} prompts in {result.cache_dir}: {result.cached} cached, {result.new} new "
+        f"in {result.seconds:.1f} s ({result.prompts_per_second:,.1f} prompts/s)",
+        highlight=False, soft_wrap=True,
+    )
+
+
 if __name__ == "__main__":
     app()
