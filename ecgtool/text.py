@@ -460,6 +460,8 @@ def embed_prompts(
     model_path, cache_dir = Path(model_path), Path(cache_dir)
     if pooling not in POOLINGS:
         raise TextModelError(f"{model_path}: pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+    if not prompts:
+        raise TextModelError(f"{cache_dir}: no prompts to embed")
     fingerprint = model_fingerprint(model_path)
     wanted = {"model_fingerprint": fingerprint, "pooling": pooling, "layer": layer, "registry_hash": registry.hash}
     old_prompts: list[Prompt] = []
