@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from ecgtool.cli import app
+from lm_fixtures import build_tiny_llama
 from ecgtool.ingest import IngestOptions, ingest
 from ecgtool.registry import load_registry
 from ecgtool.store import Store
@@ -28,25 +29,6 @@ from ecgtool.text import (
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "ptb-xl"
 
 
-def _build_model(folder: Path, registry, seed: int) -> Path:
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    texts = [registry.prompt([f.id], lang) for f in registry.findings for lang in ("ja", "en")]
-    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
-    bpe.pre_tokenizer = pre_tokenizers.Metaspace()
-    bpe.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=["<unk>", "<s>", "</s>"]))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    config = LlamaConfig(
-        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, vocab_size=len(tokenizer), bos_token_id=1, eos_token_id=2,
-    )
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def registry():
     return load_registry()
@@ -54,12 +36,12 @@ def registry():
 
 @pytest.fixture(scope="module")
 def tiny_llama(tmp_path_factory, registry) -> Path:
-    return _build_model(tmp_path_factory.mktemp("tiny-llama"), registry, seed=0)
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), registry, seed=0)
 
 
 @pytest.fixture(scope="module")
 def other_llama(tmp_path_factory, registry) -> Path:
-    return _build_model(tmp_path_factory.mktemp("other-llama"), registry, seed=1)
+    return build_tiny_llama(tmp_path_factory.mktemp("other-llama"), registry, seed=1)
 
 
 @pytest.fixture(scope="module")
