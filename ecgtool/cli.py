@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import functools
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from ecgtool.errors import EcgToolError
@@ -46,6 +47,30 @@ def one_line_errors(command):
             raise typer.Exit(1) from None
 
     return wrapper
+
+
+@contextmanager
+def rate_progress(label: str, unit: str):
+    """A rich progress bar; yields ``show(done, total, **fields)`` that also prints ``unit``/s."""
+    with Progress(
+        TextColumn(label),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TextColumn("{task.fields[extra]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=not sys.stderr.isatty(),
+    ) as bar:
+        task = bar.add_task(label, total=None, rate="", extra="")
+
+        def show(done: int, total: int, extra: str = "") -> None:
+            elapsed = bar.tasks[task].elapsed or 0.0
+            rate = f"{done / elapsed:,.1f} {unit}/s" if elapsed > 0 else ""
+            bar.update(task, completed=done, total=total, rate=rate, extra=extra)
+
+        yield show
 
 
 @app.command()
@@ -130,22 +155,7 @@ def ingest(
         seed=seed,
         verify_checksums=not no_checksums,
     )
-    with Progress(
-        TextColumn("ingest"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=not sys.stderr.isatty(),
-    ) as bar:
-        task = bar.add_task("ingest", total=None, rate="")
-
-        def show(done: int, total: int) -> None:
-            elapsed = bar.tasks[task].elapsed or 0.0
-            rate = f"{done / elapsed:,.0f} records/s" if elapsed > 0 else ""
-            bar.update(task, completed=done, total=total, rate=rate)
-
+    with rate_progress("ingest", "records") as show:
         result = run_ingest(inputs, out, metadata, options, overwrite=overwrite, progress=show)
     _print_ingest_summary(result)
 
@@ -208,28 +218,68 @@ def embed_labels(
     registry = load_registry()
     langs = ("ja", "en") if lang == "both" else (lang,)
     prompts = collect_prompts(registry, Store(store) if store is not None else None, langs)
-    with Progress(
-        TextColumn("embed"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=not sys.stderr.isatty(),
-    ) as bar:
-        task = bar.add_task("embed", total=None, rate="")
-
-        def show(done: int, total: int) -> None:
-            elapsed = bar.tasks[task].elapsed or 0.0
-            rate = f"{done / elapsed:,.1f} prompts/s" if elapsed > 0 else ""
-            bar.update(task, completed=done, total=total, rate=rate)
-
+    with rate_progress("embed", "prompts") as show:
         result = embed_prompts(model, prompts, out, pooling, layer, batch_size, device, registry, show)
     output.print(
         f"{result.prompts} prompts in {result.cache_dir}: {result.cached} cached, {result.new} new "
         f"in {result.seconds:.1f} s ({result.prompts_per_second:,.1f} prompts/s)",
         highlight=False, soft_wrap=True,
     )
+
+
+@app.command()
+@one_line_errors
+def train(
+    store: Path = typer.Option(..., "--store", help="Store made by `ecgtool ingest`."),
+    text_cache: Optional[Path] = typer.Option(None, "--text-cache", help="Cache made by `ecgtool embed-labels` (default: <store>/text-cache)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints/, metrics.jsonl."),
+    epochs: int = typer.Option(200, "--epochs"),
+    batch_size: int = typer.Option(32, "--batch-size", help="Global batch, split over torchrun ranks."),
+    lr: float = typer.Option(1e-3, "--lr"),
+    weight_decay: float = typer.Option(1e-3, "--weight-decay", help="AdamW decay (not on biases and norms)."),
+    beta1: float = typer.Option(0.9, "--beta1"),
+    beta2: float = typer.Option(0.999, "--beta2"),
+    eps: float = typer.Option(1e-8, "--eps"),
+    max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping norm (0: off)."),
+    warmup_steps: int = typer.Option(0, "--warmup-steps"),
+    schedule: str = typer.Option("linear", "--schedule", help="linear (decay to 0) or constant."),
+    embed_dim: int = typer.Option(512, "--embed-dim", help="Shared ECG-text dimension."),
+    lang: str = typer.Option("ja", "--lang", help="Report language trained on: ja or en."),
+    precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32."),
+    seed: int = typer.Option(0, "--seed"),
+    checkpoint_every_steps: int = typer.Option(0, "--checkpoint-every-steps", help="Also checkpoint every N steps (0: per epoch only)."),
+    mask_same_text: bool = typer.Option(False, "--mask-same-text", help="Remove same-report pairs from the negatives (off: the paper's loss)."),
+    max_records: Optional[int] = typer.Option(None, "--max-records", help="Train on the first N labelled training records only."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
+):
+    """Train the ResNet1d-18 ECG encoder against the cached text vectors (symmetric InfoNCE).
+
+    Multi-GPU: torchrun --nproc_per_node=2 -m ecgtool.cli train ...
+
+    Example: ecgtool train --store stores/ptbxl --out runs/ptbxl --device cuda
+    """
+    from ecgtool.distributed import context_from_environment
+    from ecgtool.train import TrainConfig, train as run_train
+
+    config = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps,
+        max_grad_norm=max_grad_norm, warmup_steps=warmup_steps, schedule=schedule, embed_dim=embed_dim, lang=lang,
+        precision=precision, seed=seed, checkpoint_every_steps=checkpoint_every_steps, mask_same_text=mask_same_text,
+        max_records=max_records, device=device,
+    )
+    main_process = context_from_environment().is_main
+    with rate_progress("train", "steps") as show:
+        def on_step(step: int, total: int, loss: float, samples_per_second: float) -> None:
+            show(step, total, f"loss {loss:.4f} · {samples_per_second:,.0f} samples/s")
+
+        result = run_train(store, text_cache or store / "text-cache", out, config, resume=resume,
+                           on_step=on_step if main_process else None)
+    if main_process:
+        last = result.state.history[-1] if result.state.history else {}
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float))
+        output.print(f"epoch {result.state.epoch}/{epochs}, step {result.state.global_step}: {summary}", highlight=False, soft_wrap=True)
+        output.print(f"checkpoints in {result.last_checkpoint.parent}; metrics in {result.out_dir / 'metrics.jsonl'}", highlight=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

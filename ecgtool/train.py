@@ -1,0 +1,403 @@
+"""``ecgtool train``: contrastive training of the ECG encoder against cached text vectors.
+
+The recipe is the reference paper's (AdamW lr 1e-3, weight decay 1e-3, global batch 32, 200
+epochs) with the Hugging Face Trainer defaults it names for everything else (linear decay to 0,
+no warm-up, betas (0.9, 0.999), eps 1e-8, gradient clipping at norm 1.0). Under ``torchrun`` the
+global batch is split across ranks and the loss is computed over the gathered global batch, with
+batch norm synchronised, so a multi-process step equals a single-process step.
+
+The data order of epoch ``e`` is a permutation drawn from ``seed + e`` alone, so a run resumed
+from a checkpoint taken mid-epoch continues exactly where the interrupted one was.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ecgtool import __version__
+from ecgtool.distributed import DistributedContext, context_from_environment, convert_batchnorm_for_ranks, init_distributed
+from ecgtool.errors import EcgToolError
+from ecgtool.loss import ClipLoss
+from ecgtool.metrics import per_label_topk
+from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig
+from ecgtool.registry import Registry, load_registry
+from ecgtool.store import Store
+from ecgtool.training_data import SplitData, TextCache, check_compatible, load_split, load_text_cache
+
+CHECKPOINTS = "checkpoints"
+LAST = "last.pt"
+BEST = "best.pt"
+METRICS_LOG = "metrics.jsonl"
+
+
+class TrainError(EcgToolError):
+    """Training cannot start or resume."""
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The recipe; every field is a CLI option with this default."""
+
+    epochs: int = 200
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-3
+    beta1: float = 0.9
+    beta2: float = 0.999
+    eps: float = 1e-8
+    max_grad_norm: float = 1.0
+    warmup_steps: int = 0
+    schedule: str = "linear"
+    embed_dim: int = 512
+    lang: str = "ja"
+    precision: str = "auto"
+    seed: int = 0
+    checkpoint_every_steps: int = 0
+    mask_same_text: bool = False
+    max_records: int | None = None
+    device: str = "auto"
+
+    def resolved_device(self) -> torch.device:
+        if self.device == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(self.device)
+
+    def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
+        precision = self.precision if self.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
+        if precision not in ("bf16", "fp32"):
+            raise TrainError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
+        return torch.bfloat16 if precision == "bf16" else None
+
+    def recipe(self) -> dict:
+        """The fields a resumed run must share with the run it resumes."""
+        values = asdict(self)
+        values.pop("device")
+        values.pop("checkpoint_every_steps")
+        return values
+
+
+@dataclass
+class TrainState:
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+    last_loss: float = math.nan
+    best_val_loss: float = math.inf
+    history: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    state: TrainState
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+
+
+StepCallback = Callable[[int, int, float, float], None]
+
+
+def train(
+    store_dir: str | Path,
+    text_cache_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    resume: bool = False,
+    registry: Registry | None = None,
+    on_step: StepCallback | None = None,
+    stop_after_steps: int | None = None,
+) -> TrainResult:
+    """Train (or resume training) and write checkpoints and a metrics log into ``out_dir``.
+
+    Parameters
+    ----------
+    resume : bool
+        Continue from ``out_dir/checkpoints/last.pt``; its recipe must equal ``config``'s.
+    on_step : callable, optional
+        ``on_step(global_step, total_steps, loss, samples_per_second)`` after each step (rank 0).
+    stop_after_steps : int, optional
+        Return after this many optimizer steps of this call (tests, time-boxed runs).
+    """
+    registry = registry or load_registry()
+    device = config.resolved_device()
+    world_size = context_from_environment().world_size
+    if config.batch_size % world_size:
+        raise TrainError(f"global batch {config.batch_size} does not split evenly over {world_size} ranks")
+    context = init_distributed(device)
+    out_dir = Path(out_dir)
+    store = Store(store_dir)
+    cache = load_text_cache(text_cache_dir)
+    check_compatible(store, cache, registry)
+    train_data = load_split(store, "train", cache, config.lang, config.max_records)
+    val_data = _load_val(store, cache, config)
+    if len(train_data) < config.batch_size:
+        raise TrainError(f"{store.directory}: {len(train_data)} training records, fewer than one batch of {config.batch_size}")
+    on_device = _fits_on(device, train_data)
+    train_data = train_data.to(device) if on_device else train_data
+    label_rows = torch.tensor(cache.label_rows(registry, config.lang))
+
+    _seed_everything(config.seed)
+    model_config = ModelConfig(text_dim=int(cache.vectors.shape[1]), embed_dim=config.embed_dim)
+    model = EcgTextModel(model_config).to(device)
+    if context.is_distributed:
+        model = convert_batchnorm_for_ranks(model, device).to(device)
+    optimizer = _optimizer(model, config)
+    steps_per_epoch = len(train_data) // config.batch_size
+    total_steps = steps_per_epoch * config.epochs
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
+    state = TrainState()
+    checkpoint_dir = out_dir / CHECKPOINTS
+    metadata = _metadata(config, model_config, store, cache, registry)
+    if resume:
+        state = _restore(checkpoint_dir / LAST, model, optimizer, scheduler, metadata, device)
+    elif (checkpoint_dir / LAST).exists():
+        raise TrainError(f"{out_dir}: holds a run already; pass --resume to continue it or choose another --out")
+    if context.is_main:
+        checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    trained = DistributedDataParallel(model) if context.is_distributed else model
+    loss_fn = ClipLoss(mask_same_text=config.mask_same_text)
+    autocast_dtype = config.autocast_dtype(device)
+
+    steps_this_call = 0
+    while state.epoch < config.epochs:
+        order = _epoch_order(config.seed, state.epoch, len(train_data))
+        epoch_losses: list[float] = []
+        epoch_started = time.perf_counter()
+        trained.train()
+        while state.step_in_epoch < steps_per_epoch:
+            started = time.perf_counter()
+            batch = order[state.step_in_epoch * config.batch_size : (state.step_in_epoch + 1) * config.batch_size]
+            loss = _train_step(trained, loss_fn, optimizer, scheduler, train_data, batch, context, config, device, autocast_dtype)
+            epoch_losses.append(loss)
+            state.last_loss = loss
+            state.step_in_epoch += 1
+            state.global_step += 1
+            steps_this_call += 1
+            if context.is_main and on_step:
+                on_step(state.global_step, total_steps, loss, config.batch_size / (time.perf_counter() - started))
+            if config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0:
+                _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
+            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+                _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
+                return TrainResult(out_dir, state, checkpoint_dir / LAST, _existing(checkpoint_dir / BEST))
+        record = {
+            "epoch": state.epoch + 1,
+            "step": state.global_step,
+            "train_loss": float(np.mean(epoch_losses)) if epoch_losses else float("nan"),
+            "lr": scheduler.get_last_lr()[0],
+            "temperature": float(1.0 / model.clamped_logit_scale().item()),
+            "epoch_seconds": time.perf_counter() - epoch_started,
+        }
+        if val_data is not None:
+            record.update(evaluate(model, val_data, label_rows, config, device, autocast_dtype))
+        state.epoch += 1
+        state.step_in_epoch = 0
+        state.history.append(record)
+        if context.is_main:
+            _append_metrics(out_dir, record)
+        improved = val_data is not None and record["val_loss"] < state.best_val_loss
+        if improved:
+            state.best_val_loss = record["val_loss"]
+        _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
+        if improved or val_data is None:
+            _save(checkpoint_dir / BEST, model, optimizer, scheduler, state, metadata, context)
+    return TrainResult(out_dir, state, checkpoint_dir / LAST, _existing(checkpoint_dir / BEST))
+
+
+def _train_step(trained, loss_fn, optimizer, scheduler, data: SplitData, batch: torch.Tensor, context: DistributedContext,
+                config: TrainConfig, device: torch.device, autocast_dtype) -> float:
+    # Each rank takes its contiguous slice, so the gathered features are in global-batch order.
+    per_rank = config.batch_size // context.world_size
+    local = batch[context.rank * per_rank : (context.rank + 1) * per_rank]
+    local_on_data = local.to(data.signals.device)
+    signals = data.signals[local_on_data].to(device, torch.float32, non_blocking=True)
+    text_rows = data.text_index[local_on_data]
+    text_vectors = data.text_vectors[text_rows].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        ecg, text, scale = trained(signals, text_vectors)
+        loss = loss_fn(ecg, text, scale, context, text_rows.to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if config.max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
+    optimizer.step()
+    scheduler.step()
+    model = trained.module if isinstance(trained, DistributedDataParallel) else trained
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+    return float(loss.detach())
+
+
+@torch.no_grad()
+def evaluate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, config: TrainConfig,
+             device: torch.device, autocast_dtype=None) -> dict:
+    """Validation loss (plain, batches of the training batch size) and per-label top-1/top-5."""
+    was_training = model.training
+    model.eval()
+    losses, weights, embeddings = [], [], []
+    loss_fn = ClipLoss()
+    for start in range(0, len(data), config.batch_size):
+        index = torch.arange(start, min(start + config.batch_size, len(data)))
+        signals = data.signals[index.to(data.signals.device)].to(device, torch.float32)
+        text_vectors = data.text_vectors[data.text_index[index.to(data.text_index.device)]].to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            ecg, text, scale = model(signals, text_vectors)
+            if len(index) > 1:
+                losses.append(float(loss_fn(ecg, text, scale)))
+                weights.append(len(index))
+        embeddings.append(ecg.float())
+    labels = model.encode_text(data.text_vectors[label_rows.to(data.text_vectors.device)].to(device)).float()
+    similarity = (torch.cat(embeddings) @ labels.T).cpu().numpy()
+    topk = per_label_topk(similarity, data.findings.cpu().numpy())
+    model.train(was_training)
+    return {
+        "val_loss": float(np.average(losses, weights=weights)) if losses else float("nan"),
+        "val_top1": topk["top1"],
+        "val_top5": topk["top5"],
+        "val_pairs": topk["pairs"],
+    }
+
+
+def _load_val(store: Store, cache: TextCache, config: TrainConfig) -> SplitData | None:
+    if not store.counts()["val"]["records"]:
+        return None
+    try:
+        return load_split(store, "val", cache, config.lang)
+    except EcgToolError:
+        return None  # a val split with no labelled record: train without validation
+
+
+def _fits_on(device: torch.device, data: SplitData) -> bool:
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return data.signals.numel() * data.signals.element_size() < 0.5 * free
+
+
+def _optimizer(model: EcgTextModel, config: TrainConfig) -> torch.optim.Optimizer:
+    # As the Hugging Face Trainer does: no weight decay on biases and normalisation weights.
+    decay, no_decay = [], []
+    for name, parameter in model.named_parameters():
+        (no_decay if parameter.ndim < 2 else decay).append(parameter)
+    return torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
+        betas=(config.beta1, config.beta2),
+        eps=config.eps,
+    )
+
+
+def _schedule(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
+    if config.schedule not in ("linear", "constant"):
+        raise TrainError(f"schedule must be linear or constant, got {config.schedule!r}")
+
+    def factor(step: int) -> float:
+        if step < config.warmup_steps:
+            return (step + 1) / config.warmup_steps
+        if config.schedule == "constant":
+            return 1.0
+        return max(0.0, (total_steps - step) / max(1, total_steps - config.warmup_steps))
+
+    return factor
+
+
+def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    return torch.randperm(n, generator=generator)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _metadata(config: TrainConfig, model_config: ModelConfig, store: Store, cache: TextCache, registry: Registry) -> dict:
+    return {
+        "ecgtool_version": __version__,
+        "recipe": config.recipe(),
+        "model": model_config.to_dict(),
+        "input_contract": {
+            **store.contract,
+            "language_model": {
+                key: cache.metadata.get(key)
+                for key in ("model_path", "model_fingerprint", "pooling", "layer", "dtype")
+            },
+            "text_language": config.lang,
+        },
+        "registry": {"version": registry.version, "hash": registry.hash},
+        "text_cache_fingerprint": cache.metadata.get("model_fingerprint"),
+        "store": str(store.directory.resolve()),
+    }
+
+
+def _save(path: Path, model: EcgTextModel, optimizer, scheduler, state: TrainState, metadata: dict,
+          context: DistributedContext) -> None:
+    """Atomic checkpoint (rank 0 writes; the others wait so that nobody reads a half file)."""
+    if context.is_main:
+        payload = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "state": asdict(state),
+            "rng": {
+                "python": random.getstate(),
+                "numpy": np.random.get_state(),
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            },
+            "metadata": metadata,
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    if context.is_distributed:
+        torch.distributed.barrier()
+
+
+def _restore(path: Path, model: EcgTextModel, optimizer, scheduler, metadata: dict, device: torch.device) -> TrainState:
+    if not path.exists():
+        raise TrainError(f"{path}: no checkpoint to resume from")
+    payload = torch.load(path, map_location=device, weights_only=False)
+    saved = payload["metadata"]
+    for key in ("recipe", "model", "registry", "text_cache_fingerprint"):
+        if saved.get(key) != metadata.get(key):
+            raise TrainError(f"{path}: was trained with another {key.replace('_', ' ')}; resume with the same settings")
+    model.load_state_dict(_matching_state(payload["model"], model))
+    optimizer.load_state_dict(payload["optimizer"])
+    scheduler.load_state_dict(payload["scheduler"])
+    rng = payload["rng"]
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"].cpu())
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([state.cpu() for state in rng["cuda"]])
+    return TrainState(**payload["state"])
+
+
+def _matching_state(state_dict: dict, model: EcgTextModel) -> dict:
+    # Checkpoints are written from the unwrapped model, whatever its batch-norm class.
+    return {key: value for key, value in state_dict.items() if key in model.state_dict()}
+
+
+def _append_metrics(out_dir: Path, record: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / METRICS_LOG, "a", encoding="utf-8") as log:
+        log.write(json.dumps(record) + "\n")
+        log.flush()
+        os.fsync(log.fileno())
+
+
+def _existing(path: Path) -> Path | None:
+    return path if path.exists() else None

@@ -1,0 +1,160 @@
+"""Training on real ingested records with a tiny random-weight LM's text vectors (CPU).
+
+Slow by nature (a ResNet1d-18 step on 12 × 5000 inputs takes ~0.1 s per record on 2 cores), so
+the runs are small: a few dozen records, batches of 4–16.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ecgtool.ingest import IngestOptions, ingest
+from ecgtool.model import EcgTextModel, ModelConfig
+from ecgtool.registry import load_registry
+from ecgtool.store import Store
+from ecgtool.text import collect_prompts, embed_prompts
+from ecgtool.train import TrainConfig, TrainError, evaluate, train
+from ecgtool.training_data import TrainingDataError, load_split, load_text_cache
+from lm_fixtures import build_tiny_llama
+
+
+@pytest.fixture(scope="module")
+def store_and_cache(tmp_path_factory, shared_data):
+    root = tmp_path_factory.mktemp("train")
+    registry = load_registry()
+    store_dir = root / "store"
+    ingest(
+        [shared_data / "ptb-xl" / "records500" / "00000"],
+        store_dir,
+        metadata=[shared_data / "ptb-xl" / "ptbxl_database.csv"],
+        options=IngestOptions(workers=2),
+    )
+    model = build_tiny_llama(root / "tiny-llama", registry, seed=0)
+    cache_dir = store_dir / "text-cache"
+    embed_prompts(model, collect_prompts(registry, Store(store_dir), ("ja", "en")), cache_dir, registry=registry)
+    return store_dir, cache_dir
+
+
+def _config(**changes) -> TrainConfig:
+    base = dict(epochs=2, batch_size=4, max_records=12, device="cpu", seed=0)
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def test_tiny_run_lowers_the_loss_and_retrieves_far_above_an_untrained_model(store_and_cache, tmp_path):
+    store_dir, cache_dir = store_and_cache
+    config = _config(epochs=6, batch_size=16, max_records=48, lr=1e-3, schedule="constant")
+    result = train(store_dir, cache_dir, tmp_path / "run", config)
+    losses = [epoch["train_loss"] for epoch in result.state.history]
+    # ln(16) is the loss of a model that cannot tell the 16 pairs of a batch apart.
+    assert len(losses) == 6 and losses[-1] < 0.85 * losses[0] and losses[-1] < math.log(16), losses
+
+    registry = load_registry()
+    cache = load_text_cache(cache_dir)
+    data = load_split(Store(store_dir), "train", cache, "ja", max_records=48)
+    labels = torch.tensor(cache.label_rows(registry, "ja"))
+    model_config = ModelConfig(text_dim=cache.vectors.shape[1])
+    trained = EcgTextModel(model_config)
+    trained.load_state_dict(torch.load(result.last_checkpoint, weights_only=False)["model"])
+    torch.manual_seed(0)
+    untrained = EcgTextModel(model_config)
+    after = evaluate(trained, data, labels, config, torch.device("cpu"))
+    before = evaluate(untrained, data, labels, config, torch.device("cpu"))
+    print(f"same-subset retrieval: untrained top1 {before['val_top1']:.1f} top5 {before['val_top5']:.1f}; "
+          f"trained top1 {after['val_top1']:.1f} top5 {after['val_top5']:.1f} over {after['val_pairs']} pairs")
+    assert after["val_top5"] >= before["val_top5"] + 25
+    log = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert len(log) == 6 and '"val_top1"' in log[0]
+
+
+def _weights(checkpoint: Path) -> dict:
+    return torch.load(checkpoint, weights_only=False)["model"]
+
+
+def _assert_same_weights(a: dict, b: dict, atol: float = 0.0):
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=atol, rtol=0 if atol == 0 else 1e-5, msg=key)
+
+
+def test_resume_after_stop_reaches_the_uninterrupted_weights(store_and_cache, tmp_path):
+    store_dir, cache_dir = store_and_cache
+    config = _config()
+    straight = train(store_dir, cache_dir, tmp_path / "straight", config)
+    assert straight.state.global_step == 6
+    first = train(store_dir, cache_dir, tmp_path / "resumed", config, stop_after_steps=2)
+    assert (first.state.epoch, first.state.step_in_epoch) == (0, 2)  # stopped mid-epoch
+    resumed = train(store_dir, cache_dir, tmp_path / "resumed", config, resume=True)
+    assert resumed.state.global_step == 6
+    _assert_same_weights(_weights(straight.last_checkpoint), _weights(resumed.last_checkpoint))
+    with pytest.raises(TrainError, match="holds a run already"):
+        train(store_dir, cache_dir, tmp_path / "resumed", config)
+    with pytest.raises(TrainError, match="another recipe"):
+        train(store_dir, cache_dir, tmp_path / "resumed", _config(lr=5e-4), resume=True)
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "ecgtool.cli", "train", *args]
+
+
+def test_kill_minus_9_mid_epoch_then_resume(store_and_cache, tmp_path):
+    store_dir, cache_dir = store_and_cache
+    args = ["--store", str(store_dir), "--epochs", "2", "--batch-size", "4", "--max-records", "12",
+            "--device", "cpu", "--checkpoint-every-steps", "1"]
+    subprocess.run(_cli(*args, "--out", str(tmp_path / "straight")), check=True, capture_output=True)
+    run = tmp_path / "killed"
+    process = subprocess.Popen(_cli(*args, "--out", str(run)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    last = run / "checkpoints" / "last.pt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    killed_at = torch.load(last, weights_only=False)["state"]
+    assert killed_at["global_step"] < 6, "the run finished before it could be killed"
+    subprocess.run(_cli(*args, "--out", str(run), "--resume"), check=True, capture_output=True)
+    _assert_same_weights(_weights(tmp_path / "straight" / "checkpoints" / "last.pt"), _weights(last))
+
+
+def test_torchrun_two_ranks_match_one_process(store_and_cache, tmp_path):
+    store_dir, cache_dir = store_and_cache
+    # A large Adam eps keeps the update proportional to the gradient: with 1e-8, parameters whose
+    # gradient is at rounding-noise level move by ±lr on a coin flip in either run.
+    args = ["--store", str(store_dir), "--epochs", "1", "--batch-size", "8", "--max-records", "16", "--device", "cpu", "--eps", "0.01"]
+    subprocess.run(_cli(*args, "--out", str(tmp_path / "single")), check=True, capture_output=True)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "ecgtool.cli", "train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([*torchrun, *args, "--out", str(tmp_path / "ddp")], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    single = torch.load(tmp_path / "single" / "checkpoints" / "last.pt", weights_only=False)
+    ddp = torch.load(tmp_path / "ddp" / "checkpoints" / "last.pt", weights_only=False)
+    assert ddp["state"]["global_step"] == single["state"]["global_step"] == 2
+    assert math.isclose(ddp["state"]["last_loss"], single["state"]["last_loss"], rel_tol=1e-5)
+    # Float sums in another order, over two steps: ~2e-5 measured; per-rank batch norm gives ~1e-3.
+    _assert_same_weights(single["model"], ddp["model"], atol=1e-4)
+
+
+def test_mismatched_inputs_fail_before_training(store_and_cache, tmp_path):
+    store_dir, cache_dir = store_and_cache
+    other_cache = tmp_path / "cache"
+    shutil.copytree(cache_dir, other_cache)
+    meta = other_cache / "cache.json"
+    meta.write_text(meta.read_text().replace(load_registry().hash, "0000000000000000"))
+    with pytest.raises(TrainingDataError, match="made with registry 0000000000000000"):
+        train(store_dir, other_cache, tmp_path / "run", _config())
+    with pytest.raises(TrainError, match="does not split evenly over"):
+        os.environ["WORLD_SIZE"] = "3"
+        try:
+            train(store_dir, cache_dir, tmp_path / "run2", _config())
+        finally:
+            del os.environ["WORLD_SIZE"]
