@@ -251,6 +251,8 @@ def train(
     mask_same_text: bool = typer.Option(False, "--mask-same-text", help="Remove same-report pairs from the negatives (off: the paper's loss)."),
     max_records: Optional[int] = typer.Option(None, "--max-records", help="Train on the first N labelled training records only."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    stream: str = typer.Option("auto", "--stream", help="auto: read batches from the shards only when the split does not fit in memory; always; never."),
+    loader_workers: int = typer.Option(2, "--loader-workers", help="Processes reading batches ahead when streaming."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ):
     """Train the ResNet1d-18 ECG encoder against the cached text vectors (symmetric InfoNCE).
@@ -266,7 +268,7 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps,
         max_grad_norm=max_grad_norm, warmup_steps=warmup_steps, schedule=schedule, embed_dim=embed_dim, lang=lang,
         precision=precision, seed=seed, checkpoint_every_steps=checkpoint_every_steps, mask_same_text=mask_same_text,
-        max_records=max_records, device=device,
+        max_records=max_records, device=device, stream=stream, loader_workers=loader_workers,
     )
     main_process = context_from_environment().is_main
     with rate_progress("train", "steps") as show:

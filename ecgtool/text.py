@@ -143,8 +143,8 @@ def model_fingerprint(path: str | Path) -> str:
 def estimate_parameter_bytes(path: str | Path, element_bytes: int = 2) -> int:
     """Estimate the bytes the weights take once loaded with ``element_bytes`` per element.
 
-    Safetensors headers give exact element counts; other formats are estimated from their
-    file size (for ``.gguf`` a lower bound: quantised weights are expanded on load).
+    Safetensors headers and GGUF tensor tables give exact element counts; other formats are
+    estimated from their file size.
     """
     _, weights = _model_files(Path(path))
     total = 0
@@ -152,10 +152,19 @@ def estimate_parameter_bytes(path: str | Path, element_bytes: int = 2) -> int:
         if weight.suffix == ".safetensors":
             total += _safetensors_elements(weight) * element_bytes
         elif weight.suffix == ".gguf":
-            total += weight.stat().st_size
+            total += _gguf_elements(weight) * element_bytes
         else:
             total += weight.stat().st_size * element_bytes // 4
     return total
+
+
+def _gguf_elements(path: Path) -> int:
+    """Element count of a GGUF file's tensors (they are de-quantised on load)."""
+    try:
+        from gguf import GGUFReader
+    except ImportError:
+        return path.stat().st_size * 2  # Q4 packs about two elements per byte
+    return sum(int(tensor.n_elements) for tensor in GGUFReader(str(path)).tensors)
 
 
 def _safetensors_elements(path: Path) -> int:
@@ -169,16 +178,25 @@ def _safetensors_elements(path: Path) -> int:
     )
 
 
-def _check_cuda_memory(path: Path, dtype) -> None:
+def _check_memory(path: Path, dtype, device: str) -> None:
+    """Refuse, with a one-line message, a model whose weights cannot fit the device's free memory."""
     import torch
 
     needed = estimate_parameter_bytes(path, torch.empty((), dtype=dtype).element_size())
-    free, _ = torch.cuda.mem_get_info()
+    if device.startswith("cuda"):
+        free, _ = torch.cuda.mem_get_info(torch.device(device))
+        where, advice = "the GPU has", "free the GPU or use a smaller model"
+    else:
+        try:
+            free = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+        except (ValueError, OSError, AttributeError):
+            return
+        where, advice = "this machine has", "use --device cuda or a smaller model"
     if needed * _CUDA_HEADROOM > free:
         raise TextModelError(
             f"{path}: the weights need about {needed / 2**30:.1f} GiB in {str(dtype).removeprefix('torch.')} "
-            f"(plus ~{(_CUDA_HEADROOM - 1) * 100:.0f}% for activations) but the GPU has "
-            f"{free / 2**30:.1f} GiB free; free the GPU or use --device cpu"
+            f"(plus ~{(_CUDA_HEADROOM - 1) * 100:.0f}% for activations) but {where} "
+            f"{free / 2**30:.1f} GiB free; {advice}"
         )
 
 
@@ -212,10 +230,9 @@ def load_text_model(path: str | Path, device: str = "cpu", dtype=None):
     _model_files(path)
     if dtype is None:
         dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise TextModelError(f"{path}: --device {device} asked for but CUDA is not available")
-        _check_cuda_memory(path, dtype)
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TextModelError(f"{path}: --device {device} asked for but CUDA is not available")
+    _check_memory(path, dtype, device)
     folder, extra = (path.parent, {"gguf_file": path.name}) if path.suffix == ".gguf" else (path, {})
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)

@@ -33,7 +33,15 @@ from ecgtool.metrics import per_label_topk
 from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig
 from ecgtool.registry import Registry, load_registry
 from ecgtool.store import Store
-from ecgtool.training_data import SplitData, TextCache, check_compatible, load_split, load_text_cache
+from ecgtool.training_data import (
+    SplitData,
+    StreamedSignals,
+    TextCache,
+    check_compatible,
+    load_split,
+    load_text_cache,
+    split_fits_in_memory,
+)
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
@@ -67,6 +75,8 @@ class TrainConfig:
     mask_same_text: bool = False
     max_records: int | None = None
     device: str = "auto"
+    stream: str = "auto"
+    loader_workers: int = 2
 
     def resolved_device(self) -> torch.device:
         if self.device == "auto":
@@ -82,8 +92,8 @@ class TrainConfig:
     def recipe(self) -> dict:
         """The fields a resumed run must share with the run it resumes."""
         values = asdict(self)
-        values.pop("device")
-        values.pop("checkpoint_every_steps")
+        for how_not_what in ("device", "checkpoint_every_steps", "stream", "loader_workers"):
+            values.pop(how_not_what)
         return values
 
 
@@ -139,12 +149,14 @@ def train(
     store = Store(store_dir)
     cache = load_text_cache(text_cache_dir)
     check_compatible(store, cache, registry)
-    train_data = load_split(store, "train", cache, config.lang, config.max_records)
-    val_data = _load_val(store, cache, config)
+    if config.stream not in ("auto", "always", "never"):
+        raise TrainError(f"stream must be auto, always or never, got {config.stream!r}")
+    streamed = config.stream == "always" or (config.stream == "auto" and not split_fits_in_memory(store, "train"))
+    train_data = load_split(store, "train", cache, config.lang, config.max_records, with_signals=not streamed)
+    val_data = _load_val(store, cache, config, with_signals=not streamed)
     if len(train_data) < config.batch_size:
         raise TrainError(f"{store.directory}: {len(train_data)} training records, fewer than one batch of {config.batch_size}")
-    on_device = _fits_on(device, train_data)
-    train_data = train_data.to(device) if on_device else train_data
+    train_data = train_data.to(device) if _fits_on(device, train_data) else train_data
     label_rows = torch.tensor(cache.label_rows(registry, config.lang))
 
     _seed_everything(config.seed)
@@ -168,6 +180,7 @@ def train(
     trained = DistributedDataParallel(model) if context.is_distributed else model
     loss_fn = ClipLoss(mask_same_text=config.mask_same_text)
     autocast_dtype = config.autocast_dtype(device)
+    board = _tensorboard(out_dir) if context.is_main else None
 
     steps_this_call = 0
     while state.epoch < config.epochs:
@@ -175,10 +188,12 @@ def train(
         epoch_losses: list[float] = []
         epoch_started = time.perf_counter()
         trained.train()
-        while state.step_in_epoch < steps_per_epoch:
+        batches = _local_batches(order, state.step_in_epoch, steps_per_epoch, config.batch_size, context)
+        for local, signals in zip(batches, _batch_signals(train_data, batches, config, device)):
             started = time.perf_counter()
-            batch = order[state.step_in_epoch * config.batch_size : (state.step_in_epoch + 1) * config.batch_size]
-            loss = _train_step(trained, loss_fn, optimizer, scheduler, train_data, batch, context, config, device, autocast_dtype)
+            text_rows = train_data.text_index[local.to(train_data.text_index.device)]
+            loss = _train_step(trained, loss_fn, optimizer, scheduler, signals, train_data.text_vectors[text_rows],
+                               text_rows, context, config, device, autocast_dtype)
             epoch_losses.append(loss)
             state.last_loss = loss
             state.step_in_epoch += 1
@@ -206,6 +221,10 @@ def train(
         state.history.append(record)
         if context.is_main:
             _append_metrics(out_dir, record)
+            if board is not None:
+                for key, value in record.items():
+                    board.add_scalar(key, value, state.global_step)
+                board.flush()
         improved = val_data is not None and record["val_loss"] < state.best_val_loss
         if improved:
             state.best_val_loss = record["val_loss"]
@@ -215,15 +234,38 @@ def train(
     return TrainResult(out_dir, state, checkpoint_dir / LAST, _existing(checkpoint_dir / BEST))
 
 
-def _train_step(trained, loss_fn, optimizer, scheduler, data: SplitData, batch: torch.Tensor, context: DistributedContext,
-                config: TrainConfig, device: torch.device, autocast_dtype) -> float:
+def _local_batches(order: torch.Tensor, first_step: int, steps: int, batch_size: int, context: DistributedContext) -> list[torch.Tensor]:
     # Each rank takes its contiguous slice, so the gathered features are in global-batch order.
-    per_rank = config.batch_size // context.world_size
-    local = batch[context.rank * per_rank : (context.rank + 1) * per_rank]
-    local_on_data = local.to(data.signals.device)
-    signals = data.signals[local_on_data].to(device, torch.float32, non_blocking=True)
-    text_rows = data.text_index[local_on_data]
-    text_vectors = data.text_vectors[text_rows].to(device, non_blocking=True)
+    per_rank = batch_size // context.world_size
+    return [
+        order[step * batch_size + context.rank * per_rank : step * batch_size + (context.rank + 1) * per_rank]
+        for step in range(first_step, steps)
+    ]
+
+
+def _batch_signals(data: SplitData, batches: list[torch.Tensor], config: TrainConfig, device: torch.device):
+    """Each batch's samples as float32 on ``device``: indexed in memory, or read ahead by workers."""
+    if not data.streamed:
+        for local in batches:
+            yield data.signals[local.to(data.signals.device)].to(device, torch.float32, non_blocking=True)
+        return
+    loader = torch.utils.data.DataLoader(
+        StreamedSignals(data.locations),
+        sampler=[local.tolist() for local in batches],
+        batch_size=None,
+        num_workers=config.loader_workers,
+        pin_memory=device.type == "cuda",
+        prefetch_factor=4 if config.loader_workers else None,
+        persistent_workers=False,
+    )
+    for signals in loader:
+        yield signals.to(device, torch.float32, non_blocking=True)
+
+
+def _train_step(trained, loss_fn, optimizer, scheduler, signals: torch.Tensor, text_vectors: torch.Tensor,
+                text_rows: torch.Tensor, context: DistributedContext, config: TrainConfig, device: torch.device,
+                autocast_dtype) -> float:
+    text_vectors = text_vectors.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         ecg, text, scale = trained(signals, text_vectors)
         loss = loss_fn(ecg, text, scale, context, text_rows.to(device))
@@ -247,9 +289,11 @@ def evaluate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, con
     model.eval()
     losses, weights, embeddings = [], [], []
     loss_fn = ClipLoss()
+    reader = StreamedSignals(data.locations) if data.streamed else None
     for start in range(0, len(data), config.batch_size):
         index = torch.arange(start, min(start + config.batch_size, len(data)))
-        signals = data.signals[index.to(data.signals.device)].to(device, torch.float32)
+        samples = reader[index.tolist()] if reader is not None else data.signals[index.to(data.signals.device)]
+        signals = samples.to(device, torch.float32)
         text_vectors = data.text_vectors[data.text_index[index.to(data.text_index.device)]].to(device)
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             ecg, text, scale = model(signals, text_vectors)
@@ -269,17 +313,27 @@ def evaluate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, con
     }
 
 
-def _load_val(store: Store, cache: TextCache, config: TrainConfig) -> SplitData | None:
+def _load_val(store: Store, cache: TextCache, config: TrainConfig, with_signals: bool) -> SplitData | None:
     if not store.counts()["val"]["records"]:
         return None
     try:
-        return load_split(store, "val", cache, config.lang)
+        return load_split(store, "val", cache, config.lang, with_signals=with_signals)
     except EcgToolError:
         return None  # a val split with no labelled record: train without validation
 
 
+def _tensorboard(out_dir: Path):
+    """A TensorBoard writer when the tensorboard package is installed (optional), else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(out_dir / "tensorboard"))
+
+
 def _fits_on(device: torch.device, data: SplitData) -> bool:
-    if device.type != "cuda":
+    """Whether to move the split to ``device`` (streamed splits: only their small tensors)."""
+    if device.type != "cuda" or data.streamed:
         return True
     free, _ = torch.cuda.mem_get_info(device)
     return data.signals.numel() * data.signals.element_size() < 0.5 * free

@@ -1,21 +1,24 @@
 """A split of the store paired with cached text vectors, held in memory for training.
 
 Each record is paired with the cached vector of its own report prompt in the training language.
-The split is loaded once (float16 samples, as stored) and batches are taken by index, on the GPU
-when it fits there: no DataLoader, no per-step host→device copy of a whole batch from disk.
+When the split fits in memory it is loaded once (float16 samples, as stored) and batches are
+taken by index, on the GPU when it fits there: no DataLoader, no per-step read from disk.
+Otherwise the samples stay in the shards and worker processes read each batch ahead of its step.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 
 from ecgtool.errors import EcgToolError
 from ecgtool.registry import Registry
-from ecgtool.store import Store
+from ecgtool.store import Store, read_shard
 from ecgtool.text import METADATA, Prompt, read_cache
 
 
@@ -65,27 +68,70 @@ def load_text_cache(directory: str | Path) -> TextCache:
 
 @dataclass
 class SplitData:
-    """One split in memory: ``signals[i]`` pairs with ``text_vectors[text_index[i]]``."""
+    """One split: ``signals[i]`` (or the HDF5 row ``locations[i]`` when streamed) pairs with
+    ``text_vectors[text_index[i]]``."""
 
     record_ids: list[str]
-    signals: torch.Tensor
+    signals: torch.Tensor | None
     findings: torch.Tensor
     text_index: torch.Tensor
     text_vectors: torch.Tensor
     dropped_unlabelled: int
+    locations: list[tuple[str, int]] | None = None
 
     def __len__(self) -> int:
         return len(self.record_ids)
 
+    @property
+    def streamed(self) -> bool:
+        return self.signals is None
+
     def to(self, device: torch.device) -> "SplitData":
         return SplitData(
             self.record_ids,
-            self.signals.to(device),
+            None if self.signals is None else self.signals.to(device),
             self.findings.to(device),
             self.text_index.to(device),
             self.text_vectors.to(device),
             self.dropped_unlabelled,
+            self.locations,
         )
+
+
+class StreamedSignals(torch.utils.data.Dataset):
+    """Reads the samples of a batch of records from the shards, for splits too large for memory.
+
+    Indexed by a list of record indices (one batch): used with a ``DataLoader`` whose sampler
+    yields the batches, so worker processes read upcoming batches while the model trains.
+    """
+
+    def __init__(self, locations: list[tuple[str, int]]):
+        self.locations = locations
+        self._files: dict[str, h5py.File] = {}
+
+    def __len__(self) -> int:
+        return len(self.locations)
+
+    def __getitem__(self, indices) -> torch.Tensor:
+        indices = [int(i) for i in indices]
+        by_file: dict[str, list[tuple[int, int]]] = {}
+        for position, index in enumerate(indices):
+            path, row = self.locations[index]
+            by_file.setdefault(path, []).append((row, position))
+        batch = None
+        for path, rows in by_file.items():
+            shard = self._files.get(path)
+            if shard is None:
+                shard = self._files[path] = h5py.File(path, "r")
+            rows.sort()
+            unique_rows = sorted({row for row, _ in rows})
+            block = shard["signal"][unique_rows]  # h5py wants increasing, unique rows
+            if batch is None:
+                batch = np.empty((len(indices), *block.shape[1:]), dtype=block.dtype)
+            lookup = {row: i for i, row in enumerate(unique_rows)}
+            for row, position in rows:
+                batch[position] = block[lookup[row]]
+        return torch.from_numpy(batch)
 
 
 def check_compatible(store: Store, cache: TextCache, registry: Registry) -> None:
@@ -101,19 +147,35 @@ def check_compatible(store: Store, cache: TextCache, registry: Registry) -> None
         )
 
 
-def load_split(store: Store, split: str, cache: TextCache, lang: str, max_records: int | None = None) -> SplitData:
+def split_fits_in_memory(store: Store, split: str, fraction: float = 0.5) -> bool:
+    """Whether the split's samples take less than ``fraction`` of the memory available now."""
+    itemsize = 2 if store.contract.get("stored_dtype", "float16") == "float16" else 4
+    needed = store.counts()[split]["records"] * len(store.contract["lead_order"]) * store.contract["n_samples"] * itemsize
+    try:
+        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return True
+    return needed < fraction * available
+
+
+def load_split(
+    store: Store, split: str, cache: TextCache, lang: str, max_records: int | None = None, with_signals: bool = True
+) -> SplitData:
     """Read ``split`` of ``store`` and pair each record with its ``lang`` prompt vector.
 
     Records without findings (no prompt) are dropped and counted; a prompt missing from the
-    cache is an error naming the record.
+    cache is an error naming the record. With ``with_signals=False`` the samples stay on disk
+    and ``locations`` says where each record's are (see ``StreamedSignals``).
     """
     record_ids: list[str] = []
     signals: list[np.ndarray] = []
     findings: list[np.ndarray] = []
     text_index: list[int] = []
+    locations: list[tuple[str, int]] = []
     dropped = 0
     prompt_field = f"prompt_{lang}"
-    for shard in store.shards(split):
+    for path in store.shard_paths(split):
+        shard = read_shard(path, with_signal=with_signals)
         prompts = getattr(shard, prompt_field)
         keep = [i for i, prompt in enumerate(prompts) if prompt]
         dropped += len(prompts) - len(keep)
@@ -126,7 +188,9 @@ def load_split(store: Store, split: str, cache: TextCache, lang: str, max_record
                 )
             text_index.append(row)
         record_ids.extend(shard.record_id[i] for i in keep)
-        signals.append(shard.signal[keep])
+        locations.extend((str(path), i) for i in keep)
+        if with_signals:
+            signals.append(shard.signal[keep])
         findings.append(shard.findings[keep])
         if max_records is not None and len(record_ids) >= max_records:
             break
@@ -135,9 +199,10 @@ def load_split(store: Store, split: str, cache: TextCache, lang: str, max_record
     n = len(record_ids) if max_records is None else min(len(record_ids), max_records)
     return SplitData(
         record_ids=record_ids[:n],
-        signals=torch.from_numpy(np.concatenate(signals)[:n]),
+        signals=torch.from_numpy(np.concatenate(signals)[:n]) if with_signals else None,
         findings=torch.from_numpy(np.concatenate(findings)[:n]),
         text_index=torch.tensor(text_index[:n], dtype=torch.long),
         text_vectors=torch.from_numpy(cache.vectors),
         dropped_unlabelled=dropped,
+        locations=locations[:n],
     )

@@ -155,3 +155,12 @@ def test_cli_embed_labels(tiny_llama, store):
     assert again.exit_code == 0 and "0 new" in again.output
     bad = runner.invoke(app, ["embed-labels", "--model", str(store.directory), "--out", str(cache)])
     assert bad.exit_code == 1 and "not a Hugging Face model folder" in bad.output
+
+
+def test_a_model_too_large_for_free_memory_is_refused_in_one_line(tiny_llama, monkeypatch):
+    import os
+
+    real_sysconf = os.sysconf
+    monkeypatch.setattr(os, "sysconf", lambda name: 1 if name == "SC_AVPHYS_PAGES" else real_sysconf(name))
+    with pytest.raises(TextModelError, match=r"the weights need about .* GiB in float32 .* but this machine has 0\.0 GiB free"):
+        load_text_model(tiny_llama)

@@ -103,6 +103,14 @@ def test_resume_after_stop_reaches_the_uninterrupted_weights(store_and_cache, tm
         train(store_dir, cache_dir, tmp_path / "resumed", _config(lr=5e-4), resume=True)
 
 
+def test_streaming_from_the_shards_equals_training_in_memory(store_and_cache, tmp_path):
+    store_dir, cache_dir = store_and_cache
+    in_memory = train(store_dir, cache_dir, tmp_path / "memory", _config(stream="never"))
+    streamed = train(store_dir, cache_dir, tmp_path / "streamed", _config(stream="always", loader_workers=2))
+    _assert_same_weights(_weights(in_memory.last_checkpoint), _weights(streamed.last_checkpoint))
+    assert streamed.state.history[-1]["val_top5"] == in_memory.state.history[-1]["val_top5"]
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ecgtool.cli", "train", *args]
 
