@@ -284,5 +284,87 @@ def train(
         output.print(f"checkpoints in {result.last_checkpoint.parent}; metrics in {result.out_dir / 'metrics.jsonl'}", highlight=False, soft_wrap=True)
 
 
+@app.command()
+@one_line_errors
+def export(
+    run: Path = typer.Option(..., "--run", help="Run directory of `ecgtool train`."),
+    text_cache: Path = typer.Option(..., "--text-cache", help="The text cache the run was trained with."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write."),
+    checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
+    float32: bool = typer.Option(False, "--float32", help="Keep float32 weights (default: float16)."),
+):
+    """Export a trained run as a model bundle for predict and bench (no LM, no GPU needed to load it).
+
+    Example: ecgtool export --run runs/ptbxl --text-cache stores/ptbxl/text-cache --out models/ptbxl
+    """
+    import torch
+
+    from ecgtool.bundle import export_bundle
+
+    path = run / "checkpoints" / f"{checkpoint}.pt"
+    if checkpoint not in ("best", "last") or not path.exists():
+        raise EcgToolError(f"{path}: no such checkpoint (--checkpoint best or last)")
+    export_bundle(path, text_cache, out, dtype=torch.float32 if float32 else torch.float16)
+    output.print(f"bundle written to {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+@one_line_errors
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="A record (.hea/.dat/.mat), or directories / list files for batch scoring."),
+    top: int = typer.Option(5, "--top", "-k", help="How many findings (or classes) to show."),
+    lang: str = typer.Option("ja", "--lang", help="ja or en."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle (default: the one shipped with ecgtool)."),
+    superset: Optional[str] = typer.Option(None, "--superset", help="Zero-shot superset scores instead: superclass, rhythm or mitbih."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table (single record)."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the 12-lead ECG with its findings to this PNG (single record)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch output .csv or .jsonl (directories); re-runs resume."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    workers: int = typer.Option(0, "--workers", "-j", help="Processes reading records (0: one per core)."),
+    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+):
+    """Top-k findings of one ECG record, or of every record under a directory.
+
+    Example: ecgtool predict examples/ptb-xl/00180_hr.hea --top 5
+    """
+    import torch
+
+    from ecgtool.predict import predict_directory, predict_record, prediction_as_dict, resolve_bundle
+
+    torch_device = torch.device(device)
+    bundle = resolve_bundle(model).to(torch_device)
+    single = len(inputs) == 1 and not inputs[0].is_dir() and inputs[0].suffix.lower() not in (".txt", ".lst", ".list")
+    if single:
+        prediction = predict_record(inputs[0], bundle, top, lang, superset, device=torch_device)
+        if as_json:
+            output.print_json(data=prediction_as_dict(prediction))
+        else:
+            what = f"superset {superset}" if superset else "findings"
+            table = Table(title=f"{prediction.record_id}: top {len(prediction.findings)} {what}")
+            for column in ("#", "id", "名称" if lang == "ja" else "name", "score", "probability"):
+                table.add_column(column, justify="right" if column in ("#", "score", "probability") else "left")
+            for rank, finding in enumerate(prediction.findings, start=1):
+                table.add_row(str(rank), finding.id, finding.name, f"{finding.score:.3f}", f"{finding.probability:.1%}")
+            output.print(table)
+        if plot is not None:
+            from ecgtool.plot import plot_ecg
+            from ecgtool.predict import canonical_options, load_canonical
+
+            _, signal = load_canonical(inputs[0], canonical_options(bundle))
+            lines = [f"{rank}. {f.name}  ({f.probability:.0%})" for rank, f in enumerate(prediction.findings, start=1)]
+            plot_ecg(signal, plot, f"{prediction.record_id} — 25 mm/s, 10 mm/mV — ecgtool", lines)
+            output.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
+        return
+    if out is None:
+        raise EcgToolError("--out FILE.csv|FILE.jsonl is required when scoring directories")
+    with rate_progress("predict", "records") as show:
+        result = predict_directory(inputs, out, bundle, top, lang, superset, batch_size, workers, torch_device, progress=show)
+    output.print(
+        f"scored {result.scored} records ({result.records_per_second:,.0f} records/s), skipped {result.skipped}, "
+        f"{result.already_done} already in {result.output}; skip list: {result.output}.skipped.csv",
+        highlight=False, soft_wrap=True,
+    )
+
+
 if __name__ == "__main__":
     app()

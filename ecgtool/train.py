@@ -47,6 +47,7 @@ CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 METRICS_LOG = "metrics.jsonl"
+BUNDLE = "bundle"
 
 
 class TrainError(EcgToolError):
@@ -231,6 +232,10 @@ def train(
         _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
         if improved or val_data is None:
             _save(checkpoint_dir / BEST, model, optimizer, scheduler, state, metadata, context)
+    if context.is_main:
+        from ecgtool.bundle import export_bundle
+
+        export_bundle(_existing(checkpoint_dir / BEST) or checkpoint_dir / LAST, text_cache_dir, out_dir / BUNDLE, registry)
     return TrainResult(out_dir, state, checkpoint_dir / LAST, _existing(checkpoint_dir / BEST))
 
 

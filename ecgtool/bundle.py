@@ -1,0 +1,189 @@
+"""The model bundle: what ``predict`` and ``bench`` load, with no language model and no GPU.
+
+A bundle is one directory::
+
+    bundle.json          format version, model shapes, temperature, registry version and hash,
+                         label order, superset classes, input contract (canonical form, language
+                         model id/fingerprint/pooling/layer), training summary
+    model.safetensors    ECG encoder and ECG projection (float16 by default)
+    text.safetensors     projected, L2-normalised prompt vectors: "label/ja", "label/en"
+                         (98 × d, registry order) and "superset/<test>/<lang>" (classes × d)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ecgtool import __version__
+from ecgtool.errors import EcgToolError
+from ecgtool.model import EcgTextModel, ModelConfig, ResNet1d
+from ecgtool.registry import Registry, load_registry
+from ecgtool.signal import CANONICAL_FORM_VERSION
+from ecgtool.store import write_json_atomic
+from ecgtool.training_data import TextCache, load_text_cache
+
+BUNDLE_FORMAT_VERSION = 1
+BUNDLE_JSON = "bundle.json"
+MODEL_WEIGHTS = "model.safetensors"
+TEXT_VECTORS = "text.safetensors"
+LANGS = ("ja", "en")
+
+
+class BundleError(EcgToolError):
+    """A bundle that cannot be written or used; the message names the path."""
+
+
+def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str | Path,
+                  registry: Registry | None = None, dtype: torch.dtype = torch.float16) -> Path:
+    """Write a bundle from a training checkpoint and the text cache it was trained with.
+
+    The label and superset prompts of both languages are projected once here, so that loading
+    the bundle needs neither the language model nor the cache.
+    """
+    registry = registry or load_registry()
+    checkpoint, out_dir = Path(checkpoint), Path(out_dir)
+    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    metadata = payload["metadata"]
+    cache = load_text_cache(text_cache)
+    if cache.metadata.get("model_fingerprint") != metadata.get("text_cache_fingerprint"):
+        raise BundleError(f"{text_cache}: made with another language model than {checkpoint} was trained with")
+    if metadata["registry"]["hash"] != registry.hash:
+        raise BundleError(f"{checkpoint}: trained with registry {metadata['registry']['hash']}, installed is {registry.hash}")
+    model = EcgTextModel(ModelConfig.from_dict(metadata["model"]))
+    model.load_state_dict(payload["model"])
+    model.eval()
+    text = {}
+    langs = [lang for lang in LANGS if cache.row_of(registry.prompt([registry.findings[0].id], lang), lang) is not None]
+    if not langs:
+        raise BundleError(f"{text_cache}: holds no label prompts; run embed-labels")
+    with torch.no_grad():
+        for lang in langs:
+            text[f"label/{lang}"] = _project(model, cache, cache.label_rows(registry, lang))
+            for test, classes in registry.supersets.items():
+                rows = [_row(cache, registry.superset_prompt(test, c.id, lang), lang) for c in classes]
+                text[f"superset/{test}/{lang}"] = _project(model, cache, rows)
+    weights = {f"ecg_encoder.{k}": v for k, v in model.ecg_encoder.state_dict().items()}
+    weights.update({f"ecg_projection.{k}": v for k, v in model.ecg_projection.state_dict().items()})
+    weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    description = {
+        "format": "ecgtool-bundle",
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "created_by": f"ecgtool {__version__}",
+        "model": metadata["model"],
+        "logit_scale": float(model.clamped_logit_scale()),
+        "weights_dtype": str(dtype).removeprefix("torch."),
+        "registry": {"version": registry.version, "hash": registry.hash},
+        "findings": list(registry.ids()),
+        "languages": langs,
+        "supersets": {test: [c.id for c in classes] for test, classes in registry.supersets.items()},
+        "input_contract": metadata["input_contract"],
+        "training": {
+            "recipe": metadata["recipe"],
+            "epochs_done": payload["state"]["epoch"],
+            "steps_done": payload["state"]["global_step"],
+            "history": payload["state"]["history"],
+            "store": metadata.get("store"),
+        },
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _save_safetensors(weights, out_dir / MODEL_WEIGHTS)
+    _save_safetensors({k: v.contiguous() for k, v in text.items()}, out_dir / TEXT_VECTORS)
+    write_json_atomic(out_dir / BUNDLE_JSON, description)
+    return out_dir
+
+
+def _row(cache: TextCache, text: str, lang: str) -> int:
+    row = cache.row_of(text, lang)
+    if row is None:
+        raise BundleError(f"{cache.directory}: no vector for {text!r}; run embed-labels with --lang both")
+    return row
+
+
+def _project(model: EcgTextModel, cache: TextCache, rows: list[int]) -> torch.Tensor:
+    return model.encode_text(torch.from_numpy(cache.vectors[rows])).float()
+
+
+def _save_safetensors(tensors: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+
+
+@dataclass
+class Bundle:
+    """A loaded bundle: the ECG side of the model and the projected prompt vectors."""
+
+    directory: Path
+    description: dict
+    encoder: ResNet1d
+    projection: torch.nn.Linear
+    text: dict[str, torch.Tensor]
+
+    @property
+    def contract(self) -> dict:
+        return self.description["input_contract"]
+
+    @property
+    def logit_scale(self) -> float:
+        return self.description["logit_scale"]
+
+    @property
+    def findings(self) -> list[str]:
+        return self.description["findings"]
+
+    def to(self, device: torch.device) -> "Bundle":
+        self.encoder.to(device)
+        self.projection.to(device)
+        self.text = {k: v.to(device) for k, v in self.text.items()}
+        return self
+
+    @torch.no_grad()
+    def embed(self, signals: torch.Tensor) -> torch.Tensor:
+        """``(B, 12, 5000)`` canonical mV → unit vectors ``(B, d)``."""
+        return torch.nn.functional.normalize(self.projection(self.encoder(signals)), dim=-1)
+
+
+def load_bundle(directory: str | Path, registry: Registry | None = None) -> Bundle:
+    """Load a bundle, refusing one made for another registry or canonical form."""
+    directory = Path(directory)
+    if not (directory / BUNDLE_JSON).is_file():
+        raise BundleError(f"{directory}: not an ecgtool model bundle (no {BUNDLE_JSON})")
+    description = json.loads((directory / BUNDLE_JSON).read_text(encoding="utf-8"))
+    if description.get("format_version") != BUNDLE_FORMAT_VERSION:
+        raise BundleError(f"{directory}: bundle format {description.get('format_version')} is not supported")
+    registry = registry or load_registry()
+    if description["registry"]["hash"] != registry.hash or description["findings"] != list(registry.ids()):
+        raise BundleError(
+            f"{directory}: made for registry {description['registry']['hash']} "
+            f"(v{description['registry']['version']}), installed registry is {registry.hash} (v{registry.version})"
+        )
+    if description["input_contract"].get("canonical_form_version") != CANONICAL_FORM_VERSION:
+        raise BundleError(f"{directory}: expects canonical form {description['input_contract'].get('canonical_form_version')}, this ecgtool makes {CANONICAL_FORM_VERSION}")
+    config = ModelConfig.from_dict(description["model"])
+    encoder = ResNet1d(config)
+    projection = torch.nn.Linear(encoder.out_features, config.embed_dim, bias=False)
+    weights = load_file(str(directory / MODEL_WEIGHTS))
+    encoder.load_state_dict({k.removeprefix("ecg_encoder."): v.float() for k, v in weights.items() if k.startswith("ecg_encoder.")})
+    projection.load_state_dict({k.removeprefix("ecg_projection."): v.float() for k, v in weights.items() if k.startswith("ecg_projection.")})
+    encoder.eval()
+    projection.eval()
+    text = {k: v.float() for k, v in load_file(str(directory / TEXT_VECTORS)).items()}
+    return Bundle(directory, description, encoder, projection, text)
+
+
+def bundle_scores(bundle: Bundle, embeddings: torch.Tensor, lang: str, superset: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Cosine similarities to the label (or one superset test's class) prompts, and the softmax
+    probabilities at the trained temperature: both ``(B, n_classes)``."""
+    key = f"label/{lang}" if superset is None else f"superset/{superset}/{lang}"
+    if key not in bundle.text:
+        raise BundleError(f"{bundle.directory}: no {key} prompt vectors")
+    similarity = embeddings @ bundle.text[key].T
+    probabilities = torch.softmax(bundle.logit_scale * similarity, dim=-1)
+    return similarity.cpu().numpy(), probabilities.cpu().numpy()

@@ -1,0 +1,293 @@
+"""``ecgtool predict``: the top-k findings of one record, or of every record under a directory.
+
+Records go through the same ``canonicalize`` as at ingest, with the options the bundle's input
+contract records; scores are cosine similarities to the 98 label prompts of the bundle, and
+probabilities their softmax at the trained temperature.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ecgtool.bundle import Bundle, bundle_scores, load_bundle
+from ecgtool.errors import EcgToolError, RecordError
+from ecgtool.io import read_record
+from ecgtool.registry import Registry, load_registry
+from ecgtool.signal import CanonicalOptions, QualityThresholds, canonicalize
+
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
+
+
+class PredictError(EcgToolError):
+    """Prediction cannot run (no bundle, a bad output file)."""
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    name: str
+    score: float
+    probability: float
+
+
+@dataclass(frozen=True)
+class Prediction:
+    record_id: str
+    path: str
+    findings: tuple[Finding, ...]
+
+
+def canonical_options(bundle: Bundle) -> CanonicalOptions:
+    """The canonical transform options the bundle's training data was made with."""
+    contract = bundle.contract
+    quality = QualityThresholds(**contract["quality"]) if "quality" in contract else QualityThresholds()
+    return CanonicalOptions(
+        min_seconds=contract.get("min_seconds", 5.0),
+        derive_limb_leads=contract.get("derive_limb_leads", False),
+        quality=quality,
+    )
+
+
+def resolve_bundle(path: str | Path | None, registry: Registry | None = None) -> Bundle:
+    path = Path(path) if path is not None else DEFAULT_BUNDLE
+    if path == DEFAULT_BUNDLE and not (path / "bundle.json").exists():
+        raise PredictError(f"{path}: this installation ships no default model; pass --model BUNDLE")
+    return load_bundle(path, registry)
+
+
+def load_canonical(path: str | Path, options: CanonicalOptions) -> tuple[str, np.ndarray]:
+    record = read_record(path)
+    return record.record_id, canonicalize(record, options).signal
+
+
+def predict_record(path: str | Path, bundle: Bundle, top: int = 5, lang: str = "ja",
+                   superset: str | None = None, registry: Registry | None = None,
+                   device: torch.device = torch.device("cpu")) -> Prediction:
+    """Top-``top`` findings (or superset classes) of one record.
+
+    Raises
+    ------
+    RecordError
+        When the record cannot be read or brought to the bundle's input contract.
+    """
+    registry = registry or load_registry()
+    record_id, signal = load_canonical(path, canonical_options(bundle))
+    embeddings = bundle.embed(torch.from_numpy(signal[None]).to(device))
+    return _predictions([record_id], [str(path)], embeddings, bundle, top, lang, superset, registry)[0]
+
+
+def _names(bundle: Bundle, registry: Registry, lang: str, superset: str | None) -> tuple[list[str], list[str]]:
+    if superset is None:
+        return bundle.findings, [registry.finding(f).ja if lang == "ja" else registry.finding(f).en for f in bundle.findings]
+    if superset not in bundle.description["supersets"]:
+        raise PredictError(f"--superset {superset}: not one of {', '.join(bundle.description['supersets'])}")
+    classes = {c.id: c for c in registry.supersets[superset]}
+    ids = bundle.description["supersets"][superset]
+    return ids, [classes[i].ja if lang == "ja" else classes[i].en for i in ids]
+
+
+def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, registry) -> list[Prediction]:
+    if lang not in ("ja", "en"):
+        raise PredictError(f"--lang {lang}: expected ja or en")
+    ids, names = _names(bundle, registry, lang, superset)
+    similarity, probability = bundle_scores(bundle, embeddings, lang, superset)
+    predictions = []
+    for row, (record_id, path) in enumerate(zip(record_ids, paths)):
+        order = np.argsort(-similarity[row], kind="stable")[:top]
+        findings = tuple(Finding(ids[i], names[i], float(similarity[row, i]), float(probability[row, i])) for i in order)
+        predictions.append(Prediction(record_id, path, findings))
+    return predictions
+
+
+# --- directories ------------------------------------------------------------------------------
+
+_worker_options: CanonicalOptions | None = None
+
+
+def _init_worker(options: CanonicalOptions) -> None:
+    global _worker_options
+    torch.set_num_threads(1)
+    _worker_options = options
+
+
+def _load_or_reason(path: str):
+    try:
+        record_id, signal = load_canonical(path, _worker_options)
+        return record_id, signal.astype(np.float32), None
+    except RecordError as error:
+        return Path(path).stem, None, error.reason
+    except Exception as error:  # one bad file must not stop the batch
+        return Path(path).stem, None, f"unexpected error while reading: {type(error).__name__}: {error}"
+
+
+@dataclass
+class DirectoryResult:
+    output: Path
+    scored: int
+    skipped: int
+    already_done: int
+    seconds: float
+
+    @property
+    def records_per_second(self) -> float:
+        return self.scored / self.seconds if self.seconds > 0 else float("nan")
+
+
+def find_records(inputs: Sequence[Path]) -> list[Path]:
+    """Every record under ``inputs`` (directories, record files, or a text file listing paths)."""
+    from ecgtool.ingest import find_record_headers
+
+    paths: list[Path] = []
+    directories = []
+    for item in inputs:
+        item = Path(item)
+        if item.is_file() and item.suffix.lower() in (".txt", ".lst", ".list"):
+            base = item.parent
+            paths.extend((base / line.strip()) for line in item.read_text(encoding="utf-8").splitlines() if line.strip())
+        else:
+            directories.append(item)
+    headers, _ = find_record_headers(directories) if directories else ([], [])
+    return paths + [path for path, _ in headers]
+
+
+def predict_directory(
+    inputs: Sequence[str | Path],
+    output: str | Path,
+    bundle: Bundle,
+    top: int = 5,
+    lang: str = "ja",
+    superset: str | None = None,
+    batch_size: int = 64,
+    workers: int = 0,
+    device: torch.device = torch.device("cpu"),
+    registry: Registry | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> DirectoryResult:
+    """Score every record under ``inputs`` into ``output`` (``.csv`` or ``.jsonl``), resuming.
+
+    Records already in ``output`` are not redone; unreadable ones go to ``<output>.skipped.csv``
+    with their reason, and the rest goes on.
+    """
+    started = time.perf_counter()
+    registry = registry or load_registry()
+    output = Path(output)
+    if output.suffix.lower() not in (".csv", ".jsonl"):
+        raise PredictError(f"{output}: the output must be a .csv or .jsonl file")
+    paths = find_records([Path(p) for p in inputs])
+    done = _records_in_output(output)
+    pending = [p for p in paths if p.stem not in done]
+    writer = _ResultWriter(output, top)
+    skip_path = output.with_name(output.name + ".skipped.csv")
+    skipped = 0
+    scored = 0
+    workers = workers or os.cpu_count() or 1
+    options = canonical_options(bundle)
+    if workers > 1 and pending:
+        context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
+        pool = context.Pool(workers, initializer=_init_worker, initargs=(options,))
+        loaded: Iterator = pool.imap(_load_or_reason, [str(p) for p in pending], chunksize=8)
+    else:
+        pool = None
+        _init_worker(options)
+        loaded = map(_load_or_reason, [str(p) for p in pending])
+    try:
+        with open(skip_path, "a", newline="", encoding="utf-8") as skips:
+            skip_writer = csv.writer(skips)
+            if skips.tell() == 0:
+                skip_writer.writerow(["record", "path", "reason"])
+            batch: list[tuple[str, str, np.ndarray]] = []
+            for path, (record_id, signal, reason) in zip(pending, loaded):
+                if reason is not None:
+                    skip_writer.writerow([record_id, str(path), reason])
+                    skipped += 1
+                else:
+                    batch.append((record_id, str(path), signal))
+                if len(batch) == batch_size:
+                    scored += _score_batch(batch, bundle, top, lang, superset, registry, device, writer)
+                    batch = []
+                if progress:
+                    progress(scored + skipped, len(pending))
+            if batch:
+                scored += _score_batch(batch, bundle, top, lang, superset, registry, device, writer)
+            if progress:
+                progress(scored + skipped, len(pending))
+    finally:
+        writer.close()
+        if pool is not None:
+            pool.terminate()
+            pool.join()
+    return DirectoryResult(output, scored, skipped, len(done), time.perf_counter() - started)
+
+
+def _score_batch(batch, bundle, top, lang, superset, registry, device, writer) -> int:
+    signals = torch.from_numpy(np.stack([s for _, _, s in batch])).to(device)
+    embeddings = bundle.embed(signals)
+    predictions = _predictions([r for r, _, _ in batch], [p for _, p, _ in batch], embeddings, bundle, top, lang, superset, registry)
+    writer.write(predictions)
+    return len(predictions)
+
+
+def _records_in_output(output: Path) -> set[str]:
+    """Record ids already written; a last line cut short by an interruption is dropped."""
+    if not output.exists():
+        return set()
+    data = output.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data = data[: data.rfind(b"\n") + 1]
+        with open(output, "r+b") as handle:
+            handle.truncate(len(data))
+    text = data.decode("utf-8")
+    if output.suffix.lower() == ".jsonl":
+        return {json.loads(line)["record_id"] for line in text.splitlines() if line.strip()}
+    return {row["record_id"] for row in csv.DictReader(io.StringIO(text))}
+
+
+class _ResultWriter:
+    """Appends one line per record and flushes, so an interruption loses at most one line."""
+
+    def __init__(self, output: Path, top: int):
+        self.jsonl = output.suffix.lower() == ".jsonl"
+        new = not output.exists() or output.stat().st_size == 0
+        self.handle = open(output, "a", newline="", encoding="utf-8")
+        self.csv = None if self.jsonl else csv.writer(self.handle)
+        if new and self.csv is not None:
+            columns = ["record_id", "path"]
+            for rank in range(1, top + 1):
+                columns += [f"top{rank}_id", f"top{rank}_name", f"top{rank}_score", f"top{rank}_probability"]
+            self.csv.writerow(columns)
+
+    def write(self, predictions: list[Prediction]) -> None:
+        for prediction in predictions:
+            if self.jsonl:
+                self.handle.write(json.dumps(prediction_as_dict(prediction), ensure_ascii=False) + "\n")
+            else:
+                row = [prediction.record_id, prediction.path]
+                for finding in prediction.findings:
+                    row += [finding.id, finding.name, f"{finding.score:.6f}", f"{finding.probability:.6f}"]
+                self.csv.writerow(row)
+        self.handle.flush()
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+def prediction_as_dict(prediction: Prediction) -> dict:
+    return {
+        "record_id": prediction.record_id,
+        "path": prediction.path,
+        "findings": [
+            {"id": f.id, "name": f.name, "score": round(f.score, 6), "probability": round(f.probability, 6)}
+            for f in prediction.findings
+        ],
+    }
