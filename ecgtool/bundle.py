@@ -77,7 +77,7 @@ def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str |
         "format_version": BUNDLE_FORMAT_VERSION,
         "created_by": f"ecgtool {__version__}",
         "model": metadata["model"],
-        "logit_scale": float(model.clamped_logit_scale()),
+        "logit_scale": model.clamped_logit_scale().item(),
         "weights_dtype": str(dtype).removeprefix("torch."),
         "registry": {"version": registry.version, "hash": registry.hash},
         "findings": list(registry.ids()),

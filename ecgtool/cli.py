@@ -341,10 +341,10 @@ def predict(
         else:
             what = f"superset {superset}" if superset else "findings"
             table = Table(title=f"{prediction.record_id}: top {len(prediction.findings)} {what}")
-            for column in ("#", "id", "名称" if lang == "ja" else "name", "score", "probability"):
-                table.add_column(column, justify="right" if column in ("#", "score", "probability") else "left")
+            for column in ("#", "名称" if lang == "ja" else "name", "score", "probability", "id"):
+                table.add_column(column, justify="right" if column in ("#", "score", "probability") else "left", overflow="fold")
             for rank, finding in enumerate(prediction.findings, start=1):
-                table.add_row(str(rank), finding.id, finding.name, f"{finding.score:.3f}", f"{finding.probability:.1%}")
+                table.add_row(str(rank), finding.name, f"{finding.score:.3f}", f"{finding.probability:.1%}", finding.id)
             output.print(table)
         if plot is not None:
             from ecgtool.plot import plot_ecg

@@ -1,0 +1,56 @@
+"""The default model shipped in the package: it loads, predicts, and its card's figures reproduce."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ecgtool.bundle import load_bundle
+from ecgtool.evaluate import per_label_accuracy
+from ecgtool.predict import DEFAULT_BUNDLE, predict_record
+from ecgtool.registry import load_registry
+from ecgtool.signal import input_contract
+from ecgtool.store import Store
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples" / "ptb-xl"
+
+
+def test_default_bundle_matches_this_installation():
+    bundle = load_bundle(DEFAULT_BUNDLE)
+    contract = bundle.contract
+    expected = input_contract()
+    for key in ("sampling_rate_hz", "n_samples", "lead_order", "units", "filters", "canonical_form_version"):
+        assert contract[key] == expected[key], key
+    assert contract["language_model"]["model_fingerprint"] and contract["text_language"] == "ja"
+    assert bundle.description["registry"]["hash"] == load_registry().hash
+
+
+def test_readme_main_command_prints_five_japanese_findings():
+    done = subprocess.run([sys.executable, "-m", "ecgtool.cli", "predict", str(EXAMPLES / "00180_hr.hea"), "--top", "5"],
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "160"}, cwd=REPO)
+    assert done.returncode == 0, done.stderr
+    registry = load_registry()
+    prediction = predict_record(EXAMPLES / "00180_hr.hea", load_bundle(DEFAULT_BUNDLE), top=5)
+    for finding in prediction.findings:
+        assert registry.finding(finding.id).ja in done.stdout
+
+
+def test_held_out_figures_of_the_model_card_reproduce(tmp_path, shared_data):
+    """Re-ingest the public records exactly as scripts/default-model-store.sh does and recompute
+    the test-split figures stored beside the bundle (and quoted in docs/model-card.md)."""
+    stored = json.loads((DEFAULT_BUNDLE / "heldout.json").read_text())
+    script = REPO / "scripts" / "default-model-store.sh"
+    built = subprocess.run(["bash", str(script), str(tmp_path)], capture_output=True, text=True,
+                           env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert built.returncode == 0, built.stderr[-2000:]
+    store = Store(tmp_path / "store-public")
+    result = per_label_accuracy(load_bundle(DEFAULT_BUNDLE), store, "test", "ja")
+    tolerance = 100.0 / stored["pairs"]  # one pair's worth: float rounding may swap two near-equal scores
+    assert result["pairs"] == stored["pairs"]
+    assert abs(result["top1"] - stored["top1"]) <= tolerance and abs(result["top5"] - stored["top5"]) <= tolerance
