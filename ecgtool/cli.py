@@ -320,7 +320,7 @@ def predict(
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the 12-lead ECG with its findings to this PNG (single record)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch output .csv or .jsonl (directories); re-runs resume."),
     batch_size: int = typer.Option(64, "--batch-size"),
-    workers: int = typer.Option(0, "--workers", "-j", help="Processes reading records (0: one per core)."),
+    workers: int = typer.Option(0, "--workers", "-j", help="Processes reading records (0: one per core on CUDA; on CPU, read in-process)."),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
 ):
     """Top-k findings of one ECG record, or of every record under a directory.

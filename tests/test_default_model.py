@@ -32,11 +32,11 @@ def test_default_bundle_matches_this_installation():
 
 
 def test_readme_main_command_prints_five_japanese_findings():
-    done = subprocess.run([sys.executable, "-m", "ecgtool.cli", "predict", str(EXAMPLES / "00180_hr.hea"), "--top", "5"],
+    done = subprocess.run([sys.executable, "-m", "ecgtool.cli", "predict", str(EXAMPLES / "00299_hr.hea"), "--top", "5"],
                           capture_output=True, text=True, env={**os.environ, "COLUMNS": "160"}, cwd=REPO)
     assert done.returncode == 0, done.stderr
     registry = load_registry()
-    prediction = predict_record(EXAMPLES / "00180_hr.hea", load_bundle(DEFAULT_BUNDLE), top=5)
+    prediction = predict_record(EXAMPLES / "00299_hr.hea", load_bundle(DEFAULT_BUNDLE), top=5)
     for finding in prediction.findings:
         assert registry.finding(finding.id).ja in done.stdout
 
