@@ -329,13 +329,21 @@ def predict(
     """
     import torch
 
-    from ecgtool.predict import predict_directory, predict_record, prediction_as_dict, resolve_bundle
+    from ecgtool.predict import (
+        canonical_options,
+        load_canonical,
+        predict_directory,
+        predict_signal,
+        prediction_as_dict,
+        resolve_bundle,
+    )
 
     torch_device = torch.device(device)
     bundle = resolve_bundle(model).to(torch_device)
     single = len(inputs) == 1 and not inputs[0].is_dir() and inputs[0].suffix.lower() not in (".txt", ".lst", ".list")
     if single:
-        prediction = predict_record(inputs[0], bundle, top, lang, superset, device=torch_device)
+        record_id, signal = load_canonical(inputs[0], canonical_options(bundle))  # read once: scores and plot
+        prediction = predict_signal(record_id, str(inputs[0]), signal, bundle, top, lang, superset, device=torch_device)
         if as_json:
             output.print_json(data=prediction_as_dict(prediction))
         else:
@@ -348,9 +356,7 @@ def predict(
             output.print(table)
         if plot is not None:
             from ecgtool.plot import plot_ecg
-            from ecgtool.predict import canonical_options, load_canonical
 
-            _, signal = load_canonical(inputs[0], canonical_options(bundle))
             lines = [f"{rank}. {f.name}  ({f.probability:.0%})" for rank, f in enumerate(prediction.findings, start=1)]
             plot_ecg(signal, plot, f"{prediction.record_id} — 25 mm/s, 10 mm/mV — ecgtool", lines)
             output.print(f"plot written to {plot}", highlight=False, soft_wrap=True)

@@ -81,10 +81,17 @@ def predict_record(path: str | Path, bundle: Bundle, top: int = 5, lang: str = "
     RecordError
         When the record cannot be read or brought to the bundle's input contract.
     """
-    registry = registry or load_registry()
     record_id, signal = load_canonical(path, canonical_options(bundle))
+    return predict_signal(record_id, str(path), signal, bundle, top, lang, superset, registry, device)
+
+
+def predict_signal(record_id: str, path: str, signal: np.ndarray, bundle: Bundle, top: int = 5, lang: str = "ja",
+                   superset: str | None = None, registry: Registry | None = None,
+                   device: torch.device = torch.device("cpu")) -> Prediction:
+    """Top-``top`` findings of a record already in canonical form ((12, 5000) mV)."""
+    registry = registry or load_registry()
     embeddings = bundle.embed(torch.from_numpy(signal[None]).to(device))
-    return _predictions([record_id], [str(path)], embeddings, bundle, top, lang, superset, registry)[0]
+    return _predictions([record_id], [path], embeddings, bundle, top, lang, superset, registry)[0]
 
 
 def _names(bundle: Bundle, registry: Registry, lang: str, superset: str | None) -> tuple[list[str], list[str]]:

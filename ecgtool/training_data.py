@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import h5py
@@ -48,13 +49,9 @@ class TextCache:
             rows.append(row)
         return rows
 
-    @property
+    @cached_property
     def _rows(self) -> dict:
-        rows = self.__dict__.get("_row_index")
-        if rows is None:
-            rows = {(p.lang, p.text): i for i, p in enumerate(self.prompts)}
-            object.__setattr__(self, "_row_index", rows)
-        return rows
+        return {(p.lang, p.text): i for i, p in enumerate(self.prompts)}
 
 
 def load_text_cache(directory: str | Path) -> TextCache:
