@@ -29,7 +29,8 @@ import numpy as np
 from ecgtool import __version__
 from ecgtool.annotations import Annotation, load_annotations
 from ecgtool.errors import EcgToolError, RecordError
-from ecgtool.io.wfdb import read_wfdb
+from ecgtool.io import WFDB, format_of, read_record
+from ecgtool.io.discover import MissingInput, find_records
 from ecgtool.io.wfdb_header import label_codes_from_comments, read_header_comments
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import LEADS, N_SAMPLES, CanonicalOptions, canonicalize, input_contract
@@ -84,7 +85,7 @@ class Candidate:
     """A record whose header was read: it goes into a shard unless its samples fail."""
 
     record_id: str
-    header_path: Path
+    path: Path
     source: str
     patient_id: str
     split: str
@@ -119,40 +120,6 @@ class IngestResult:
 ProgressCallback = Callable[[int, int], None]
 
 
-def find_record_headers(inputs: Sequence[Path]) -> tuple[list[tuple[Path, str]], list[Skip]]:
-    """Every ``.hea`` under ``inputs`` (files or directories), sorted, with its display path.
-
-    MATLAB files with no header beside them (the original CPSC2018 layout) are reported as skipped
-    rather than silently ignored.
-    """
-    headers: list[tuple[Path, str]] = []
-    skipped: list[Skip] = []
-    for root in inputs:
-        root = Path(root)
-        if not root.exists():
-            raise IngestError(f"{root}: no such file or directory")
-        if root.is_file():
-            headers.append((root, root.name))
-            continue
-        base = str(root.parent)
-        # os.walk with plain strings: pathlib costs more than the rest of indexing on large trees.
-        for directory, folders, files in os.walk(root):
-            folders.sort()
-            names = set(files)
-            for name in sorted(files):
-                stem, suffix = os.path.splitext(name)
-                suffix = suffix.lower()
-                path = os.path.join(directory, name)
-                if suffix == ".hea":
-                    headers.append((Path(path), os.path.relpath(path, base)))
-                elif suffix == ".mat" and not ({stem + ".hea", stem + ".HEA"} & names):
-                    skipped.append(
-                        Skip(stem, os.path.relpath(path, base), "MATLAB file without a WFDB header beside it (not a Challenge record)")
-                    )
-    headers.sort(key=lambda header: header[1])
-    return headers, skipped
-
-
 def index_records(
     inputs: Sequence[Path],
     annotations: dict[str, Annotation],
@@ -162,39 +129,44 @@ def index_records(
 ) -> IndexResult:
     """Stage 1: header comments, annotations, findings, patients and splits of every record.
 
-    Only the headers' comment lines are read here; the full header is parsed by the worker that
-    converts the record, so a malformed header ends in the skip list from there.
+    For WFDB only the headers' comment lines are read here; the full header is parsed by the
+    worker that converts the record, so a malformed header ends in the skip list from there.
+    Single-file formats (MFER, vendor XML, DICOM, SCP-ECG) are read whole for their patient id.
     """
-    found, skipped = find_record_headers(inputs)
-    result = IndexResult(candidates=[], skipped=skipped, warnings=[])
+    try:
+        found, rejected = find_records(inputs)
+    except MissingInput as error:
+        raise IngestError(str(error)) from None
+    result = IndexResult(candidates=[], skipped=[Skip(f.record_id, f.display, f.reason) for f in rejected], warnings=[])
     first_source: dict[str, str] = {}
     unique: list[tuple[Path, str]] = []
-    for path, display in found:
-        if path.stem in first_source:
-            result.skipped.append(
-                Skip(path.stem, display, f"duplicate record id {path.stem} (already taken from {first_source[path.stem]})")
-            )
+    for record in found:
+        if record.record_id in first_source:
+            result.skipped.append(Skip(
+                record.record_id, record.display,
+                f"duplicate record id {record.record_id} (already taken from {first_source[record.record_id]})",
+            ))
         else:
-            first_source[path.stem] = display
-            unique.append((path, display))
+            first_source[record.record_id] = record.display
+            unique.append((record.path, record.display))
     pending: list[tuple[Candidate, str | None]] = []
     patients_missing = 0
     for path, display in unique:
         record_id = path.stem
         try:
-            codes = label_codes_from_comments(read_header_comments(path))
+            codes, file_patient_id = _codes_and_patient(path)
         except RecordError as error:
             result.skipped.append(Skip(record_id, display, error.reason))
             continue
         annotation = annotations.get(record_id, Annotation())
         findings = _findings_of(codes, annotation, registry, result)
-        patient_id = annotation.patient_id
+        patient_id = annotation.patient_id or file_patient_id
         if patient_id is None:
             patients_missing += 1
             patient_id = f"record:{record_id}"
         candidate = Candidate(
             record_id=record_id,
-            header_path=path,
+            path=path,
             source=display,
             patient_id=patient_id,
             split="",
@@ -219,6 +191,15 @@ def index_records(
         candidate.split = splits[candidate.record_id]
         result.candidates.append(candidate)
     return result
+
+
+def _codes_and_patient(path: Path) -> tuple[dict, str | None]:
+    """Label codes and patient id the file itself carries (WFDB: header comments only)."""
+    if format_of(path) is WFDB:
+        return label_codes_from_comments(read_header_comments(path)), None
+    # Other formats are one file each and small: read whole here, again by the converting worker.
+    record = read_record(path, verify_checksums=False)
+    return dict(record.codes), record.patient_id
 
 
 def _findings_of(header_codes: dict, annotation: Annotation, registry: Registry, result: IndexResult) -> tuple[str, ...]:
@@ -260,7 +241,7 @@ def ingest(
     Parameters
     ----------
     inputs : paths
-        Directories (searched recursively) or single ``.hea`` files.
+        Directories (searched recursively) or single record files, any supported format.
     out_dir : path
         The store directory; created if needed.
     metadata : paths
@@ -381,10 +362,10 @@ def _init_worker(options: IngestOptions, progress_counter) -> None:
     _worker_options, _worker_progress = options, progress_counter
 
 
-def _canonical_or_reason(header_path: Path, options: IngestOptions):
+def _canonical_or_reason(path: Path, options: IngestOptions):
     """Samples → canonical form in the stored dtype, or the one-line reason it failed."""
     try:
-        record = read_wfdb(header_path, verify_checksums=options.verify_checksums)
+        record = read_record(path, verify_checksums=options.verify_checksums)
         canonical = canonicalize(record, options.canonical)
     except RecordError as error:
         return None, error.reason
@@ -404,7 +385,7 @@ def _write_shard_task(task: _ShardTask) -> int:
     try:
         for start in range(0, len(task.members), _WRITE_BLOCK):
             block = task.members[start : start + _WRITE_BLOCK]
-            outcomes = [_canonical_or_reason(c.header_path, options) for c in block]
+            outcomes = [_canonical_or_reason(c.path, options) for c in block]
             skipped.extend(asdict(Skip(c.record_id, c.source, reason)) for c, (_, reason) in zip(block, outcomes) if reason)
             kept = [i for i, (converted, _) in enumerate(outcomes) if converted is not None]
             writer.append(_block_content(block, outcomes, kept, task.findings[start : start + len(block)], options))

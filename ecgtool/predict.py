@@ -152,9 +152,12 @@ class DirectoryResult:
         return self.scored / self.seconds if self.seconds > 0 else float("nan")
 
 
-def find_records(inputs: Sequence[Path]) -> list[Path]:
-    """Every record under ``inputs`` (directories, record files, or a text file listing paths)."""
-    from ecgtool.ingest import find_record_headers
+def find_records(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every record under ``inputs`` (directories, record files, or a text file listing paths).
+
+    Also returns the files found in directories that are not records, with the reason.
+    """
+    from ecgtool.io.discover import find_records as find_record_files
 
     paths: list[Path] = []
     directories = []
@@ -165,8 +168,8 @@ def find_records(inputs: Sequence[Path]) -> list[Path]:
             paths.extend((base / line.strip()) for line in item.read_text(encoding="utf-8").splitlines() if line.strip())
         else:
             directories.append(item)
-    headers, _ = find_record_headers(directories) if directories else ([], [])
-    return paths + [path for path, _ in headers]
+    found, rejected = find_record_files(directories) if directories else ([], [])
+    return paths + [record.path for record in found], [(f.path, f.reason) for f in rejected]
 
 
 def predict_directory(
@@ -192,7 +195,7 @@ def predict_directory(
     output = Path(output)
     if output.suffix.lower() not in (".csv", ".jsonl"):
         raise PredictError(f"{output}: the output must be a .csv or .jsonl file")
-    paths = find_records([Path(p) for p in inputs])
+    paths, rejected = find_records([Path(p) for p in inputs])
     done = _records_in_output(output)
     pending = [p for p in paths if str(p) not in done]
     writer = _ResultWriter(output, top)
@@ -220,6 +223,9 @@ def predict_directory(
         with open(skip_path, "w", newline="", encoding="utf-8") as skips:
             skip_writer = csv.writer(skips)
             skip_writer.writerow(["record", "path", "reason"])
+            for path, reason in rejected:
+                skip_writer.writerow([path.stem, str(path), reason])
+            skipped += len(rejected)
             batch: list[tuple[str, str, np.ndarray]] = []
             for path, (record_id, signal, reason) in zip(pending, loaded):
                 if reason is not None:

@@ -27,6 +27,19 @@ class Record:
         Label codes found in the file itself, by vocabulary (``"snomed"``, ``"scp"``, ``"cpsc"``).
     patient_id, report : str or None
         When the file itself carries them.
+    format : str
+        The reader that produced the record (``"wfdb"``, ``"mfer"``, ``"ge-muse"`` …).
+    acquired : str or None
+        Acquisition time as the file states it, ISO 8601 (``"2019-03-04T10:22:31"``) when known.
+    device : str or None
+        Manufacturer / model / software as the file names them.
+    statements : tuple of str
+        The machine's own interpretation statements, verbatim (not a physician's report).
+    measurements : dict
+        The machine's own measurements by name (``"heart_rate_bpm"``, ``"pr_ms"``, ``"qrs_ms"``,
+        ``"qt_ms"``, ``"qtc_ms"``, axes in degrees …), when the file gives them.
+    derived_leads : tuple of str
+        Leads the reader computed rather than read (III, aVR, aVL, aVF from I and II).
     """
 
     record_id: str
@@ -37,3 +50,9 @@ class Record:
     codes: dict[str, tuple[str, ...]] = field(default_factory=dict)
     patient_id: str | None = None
     report: str | None = None
+    format: str = "wfdb"
+    acquired: str | None = None
+    device: str | None = None
+    statements: tuple[str, ...] = ()
+    measurements: dict[str, float] = field(default_factory=dict)
+    derived_leads: tuple[str, ...] = ()

@@ -16,7 +16,7 @@ Canonical form (version 1):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -120,7 +120,7 @@ def canonicalize(record: Record, options: CanonicalOptions = CanonicalOptions())
     n_valid = min(N_SAMPLES, int(round(n_window_source / record.sampling_rate * SAMPLING_RATE)), resampled.shape[1])
     signal = np.zeros((len(LEADS), N_SAMPLES), dtype=np.float32)
     signal[:, :n_valid] = resampled[:, :n_valid]
-    return CanonicalSignal(signal=signal, n_valid=n_valid, derived_leads=derived)
+    return CanonicalSignal(signal=signal, n_valid=n_valid, derived_leads=tuple(record.derived_leads) + derived)
 
 
 def _select_leads(record: Record, derive_limb_leads: bool) -> tuple[np.ndarray, tuple[str, ...]]:
@@ -145,6 +145,34 @@ def _select_leads(record: Record, derive_limb_leads: bool) -> tuple[np.ndarray, 
     if derived:
         derive_limb_leads_from_i_ii(signal, derived)
     return signal, derived
+
+
+def with_derived_limb_leads(record: Record) -> Record:
+    """``record`` with the limb leads it lacks (of III, aVR, aVL, aVF) computed from I and II.
+
+    For formats whose devices store only I, II and V1–V6 by convention (MFER, GE MUSE, SCP-ECG):
+    the readers call this, so the derivation is the format's, not an opt-in repair. Leads the
+    file does store are kept as stored. Returns ``record`` unchanged when nothing is missing or
+    when I or II is absent (``canonicalize`` then names the missing leads).
+    """
+    rows = {}
+    for row, name in enumerate(record.lead_names):
+        lead = _CANONICAL_BY_ALIAS.get(" ".join(name.upper().split()))
+        if lead is not None and lead not in rows:
+            rows[lead] = row
+    missing = tuple(lead for lead in _DERIVED_LIMB_LEADS if lead not in rows)
+    if not missing or not {"I", "II"} <= rows.keys():
+        return record
+    canonical_order = np.zeros((len(LEADS), record.signal.shape[1]), dtype=np.float32)
+    canonical_order[0], canonical_order[1] = record.signal[rows["I"]], record.signal[rows["II"]]
+    derive_limb_leads_from_i_ii(canonical_order, missing)
+    extra = np.stack([canonical_order[LEADS.index(lead)] for lead in missing])
+    return replace(
+        record,
+        signal=np.concatenate([record.signal.astype(np.float32, copy=False), extra]),
+        lead_names=tuple(record.lead_names) + missing,
+        derived_leads=tuple(record.derived_leads) + missing,
+    )
 
 
 def derive_limb_leads_from_i_ii(signal: np.ndarray, leads: tuple[str, ...] = _DERIVED_LIMB_LEADS) -> None:

@@ -1,27 +1,90 @@
-"""Record readers: every format returns the same ``Record``."""
+"""Record readers: every format returns the same ``Record``, chosen by the file's content.
+
+Each format lives in its own module of this package and exposes two functions:
+
+``sniff(head: bytes) -> bool``
+    True when the first ``SNIFF_BYTES`` bytes of a file are this format (root element, magic
+    bytes, DICOM preamble …). Cheap and never raising.
+``read(path: Path, verify_checksums: bool = True) -> Record``
+    The whole record, or ``RecordError`` with a one-line reason.
+
+``FORMATS`` lists them in sniffing order; ``read_record`` dispatches by content, so a file's
+extension never decides alone (a GE MUSE export named ``.XML``, ``.xml`` or nothing reads alike).
+"""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from pathlib import Path
 
 from ecgtool.errors import RecordError
 from ecgtool.record import Record
 
+SNIFF_BYTES = 4096
 
-def read_record(path: str | Path) -> Record:
-    """Read one record in any supported format, chosen by the file given.
+
+@dataclass(frozen=True)
+class RecordFormat:
+    """One supported file format: ``module`` holds its ``sniff`` and ``read``."""
+
+    name: str
+    title: str
+    module: str
+
+    def sniff(self, head: bytes) -> bool:
+        return importlib.import_module(self.module).sniff(head)
+
+    def read(self, path: Path, verify_checksums: bool = True) -> Record:
+        return importlib.import_module(self.module).read(path, verify_checksums=verify_checksums)
+
+
+# WFDB is recognised by its header file, not by content; the others by their first bytes.
+WFDB = RecordFormat("wfdb", "WFDB / PhysioNet Challenge (.hea + .dat/.mat)", "ecgtool.io.wfdb")
+FORMATS: tuple[RecordFormat, ...] = ()
+
+
+def format_of(path: Path, head: bytes | None = None) -> RecordFormat | None:
+    """The format of the file at ``path`` by its content (WFDB by its ``.hea``), or None."""
+    if path.suffix.lower() == ".hea":
+        return WFDB
+    if head is None:
+        try:
+            with open(path, "rb") as stream:
+                head = stream.read(SNIFF_BYTES)
+        except OSError:
+            return None
+    for record_format in FORMATS:
+        if record_format.sniff(head):
+            return record_format
+    return None
+
+
+def read_record(path: str | Path, verify_checksums: bool = True) -> Record:
+    """Read one record in any supported format, chosen by the file's content.
 
     A WFDB / Challenge record may be named by its ``.hea``, its ``.dat`` / ``.mat`` or its name
-    without extension.
-    """
-    from ecgtool.io.wfdb import read_wfdb
+    without extension; every other format by its file.
 
+    Raises
+    ------
+    RecordError
+        No such file, an unrecognised format, or whatever the format's reader found wrong.
+    """
     path = Path(path)
-    header = path if path.suffix.lower() == ".hea" else path.with_suffix(".hea")
-    if path.suffix.lower() not in (".hea", ".dat", ".mat", ""):
-        raise RecordError(path, f"unsupported record format {path.suffix!r} (WFDB .hea/.dat or Challenge .hea/.mat)")
-    if not header.exists():
-        if not path.exists():
-            raise RecordError(path, "no such file")
-        raise RecordError(path, "no WFDB header (.hea) beside this file")
-    return read_wfdb(header)
+    if path.suffix.lower() in (".dat", ".mat", "") and path.with_suffix(".hea").exists():
+        path = path.with_suffix(".hea")
+    if not path.exists():
+        raise RecordError(path, "no such file")
+    if path.is_dir():
+        raise RecordError(path, "is a directory, not a record (use a batch command for folders)")
+    record_format = format_of(path)
+    if record_format is None:
+        if path.suffix.lower() in (".dat", ".mat"):
+            raise RecordError(path, "no WFDB header (.hea) beside this file")
+        raise RecordError(path, f"unrecognised record format (readable: {', '.join(supported_formats())})")
+    return record_format.read(path, verify_checksums=verify_checksums)
+
+
+def supported_formats() -> list[str]:
+    return [WFDB.name] + [record_format.name for record_format in FORMATS]

@@ -49,6 +49,15 @@ def read_wfdb(header_path: str | Path, verify_checksums: bool = True) -> Record:
     return read_wfdb_signals(header, verify_checksums=verify_checksums)
 
 
+def read(path: Path, verify_checksums: bool = True) -> Record:
+    """The reader interface of ``ecgtool.io`` (WFDB is found by its ``.hea``, never sniffed)."""
+    return read_wfdb(path, verify_checksums=verify_checksums)
+
+
+def sniff(head: bytes) -> bool:
+    return False
+
+
 def read_wfdb_signals(header: WfdbHeader, verify_checksums: bool = True) -> Record:
     """Read the samples of an already parsed header (lets ingest parse headers once, up front)."""
     if header.n_segments is not None or not _decodable_here(header):

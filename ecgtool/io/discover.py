@@ -1,0 +1,95 @@
+"""Find the records under the paths a user gives: every format, by content, in a fixed order."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecgtool.io import SNIFF_BYTES, format_of
+
+# Files that travel with exports but are never records: documentation, sidecars, images.
+NOT_RECORD_SUFFIXES = frozenset(
+    ".md .txt .rst .csv .tsv .json .jsonl .yaml .yml .pdf .png .jpg .jpeg .gif .svg .html .htm .log "
+    ".ini .cfg .py .sh .zip .gz .tar .xlsx .xls .doc .docx .license".split()
+)
+
+# PhysioNet database index files and the usual licence / readme files without a suffix.
+NOT_RECORD_NAMES = frozenset("records annotators license licence readme sha256sums md5sums dbs copying notice".split())
+
+
+@dataclass(frozen=True)
+class Found:
+    """A file that is a record (``reason`` empty) or that looked like one but is not."""
+
+    path: Path
+    display: str
+    reason: str = ""
+
+    @property
+    def record_id(self) -> str:
+        return self.path.stem
+
+
+class MissingInput(FileNotFoundError):
+    pass
+
+
+def find_records(inputs: Sequence[str | Path]) -> tuple[list[Found], list[Found]]:
+    """Every record under ``inputs`` (directories searched recursively, or single files).
+
+    Returns the records, sorted by display path (the path relative to the input's parent), and
+    the files that are not records but are reported rather than silently ignored: MATLAB files
+    without a WFDB header, and files of no recognised format. WFDB signal and annotation files
+    (any file whose stem has a ``.hea`` beside it) and the documentation / sidecar suffixes in
+    ``NOT_RECORD_SUFFIXES`` / ``NOT_RECORD_NAMES`` are ignored. A file given by name is always taken as a record; its
+    reader decides.
+
+    Raises
+    ------
+    MissingInput
+        An input path does not exist.
+    """
+    records: list[Found] = []
+    rejected: list[Found] = []
+    for root in inputs:
+        root = Path(root)
+        if not root.exists():
+            raise MissingInput(f"{root}: no such file or directory")
+        if root.is_file():
+            if root.suffix.lower() in (".dat", ".mat") and root.with_suffix(".hea").exists():
+                root = root.with_suffix(".hea")
+            records.append(Found(root, root.name))
+            continue
+        base = str(root.parent)
+        # os.walk with plain strings: pathlib costs more than the rest of indexing on large trees.
+        for directory, folders, files in os.walk(root):
+            folders[:] = sorted(folder for folder in folders if not folder.startswith("."))
+            header_stems = {os.path.splitext(name)[0] for name in files if name.lower().endswith(".hea")}
+            for name in sorted(files):
+                stem, suffix = os.path.splitext(name)
+                suffix = suffix.lower()
+                path = os.path.join(directory, name)
+                display = os.path.relpath(path, base)
+                if suffix == ".hea":
+                    records.append(Found(Path(path), display))
+                elif stem in header_stems or name.startswith(".") or suffix in NOT_RECORD_SUFFIXES or stem.lower() in NOT_RECORD_NAMES:
+                    continue
+                elif suffix == ".mat":
+                    rejected.append(Found(Path(path), display, "MATLAB file without a WFDB header beside it (not a Challenge record)"))
+                elif _sniffed(path):
+                    records.append(Found(Path(path), display))
+                else:
+                    rejected.append(Found(Path(path), display, "not a recognised ECG record format"))
+    records.sort(key=lambda found: found.display)
+    return records, rejected
+
+
+def _sniffed(path: str) -> bool:
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(SNIFF_BYTES)
+    except OSError:
+        return False
+    return format_of(Path(path), head) is not None
