@@ -79,8 +79,13 @@ def to_stored_dtype(signal: np.ndarray, dtype: str) -> np.ndarray:
 
 def write_json_atomic(path: Path, payload: dict) -> None:
     """Write ``payload`` as UTF-8 JSON through a temporary file and a rename."""
+    write_text_atomic(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write UTF-8 ``text`` through a temporary file and a rename: never a half-written file."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

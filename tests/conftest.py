@@ -19,3 +19,19 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def ptbxl500(shared_data) -> Path:
     return shared_data / "ptb-xl" / "records500"
+
+
+@pytest.fixture(scope="session")
+def public_store(shared_data, tmp_path_factory) -> Path:
+    """The store the default model was trained and is benchmarked on, rebuilt exactly as
+    ``scripts/default-model-store.sh`` builds it (once per test session)."""
+    import os
+    import subprocess
+    import sys
+
+    work = tmp_path_factory.mktemp("default-model-store")
+    script = Path(__file__).resolve().parents[1] / "scripts" / "default-model-store.sh"
+    built = subprocess.run(["bash", str(script), str(work)], capture_output=True, text=True,
+                           env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
+    assert built.returncode == 0, built.stderr[-2000:]
+    return work / "store-public"

@@ -1,0 +1,248 @@
+"""``ecgtool bench``: held-out figures of a bundle on a store split, beside the published ones.
+
+One function, ``run_bench``, computes everything into a plain dict (the ``--json`` output); the
+terminal tables, the Markdown and the plot are all rendered from that dict (``bench_report``), so
+they cannot disagree. ``regressions`` compares its headline figures with a stored baseline.
+
+Protocols (written out in docs/bench.md):
+
+* Per label (the paper's Table 9): for every (test record, finding in its report) pair, is that
+  finding ranked first / within the first five of the 98 label prompts by cosine similarity?
+* Superset tests (Tables 2–7), zero-shot: each record's true classes come from the registry's
+  superset mapping of its findings; the model ranks the test's class prompts; a record with no
+  class is left out (and counted); a record is right when its top-1 class is one of its true
+  classes (any-of rule).
+* Registry-aggregated superset scores (not in the paper): a class scores the maximum similarity
+  of its member findings' label prompts; same rule.
+* AUROC: one-vs-rest from the similarities, per finding over all records of the split, per
+  superset class over the records the test counts; macro = mean over columns where defined.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ecgtool.bundle import Bundle, bundle_scores
+from ecgtool.errors import EcgToolError
+from ecgtool.evaluate import embed_split
+from ecgtool.metrics import macro_auroc, per_label_topk, superset_accuracy, top1_confusions
+from ecgtool.registry import Registry
+from ecgtool.store import Store
+
+BENCH_FORMAT_VERSION = 1
+LANGUAGES = ("ja", "en")
+SUPERSET_MODES = ("prompt", "aggregated")
+PAPER_SYSTEMS = {"medllama3_jp_v2": "MedLlama3-JP-v2", "swallow": "Llama-3-Swallow"}
+
+
+class BenchError(EcgToolError):
+    """The bench cannot run (mismatched registry, empty split, bad baseline)."""
+
+
+def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "test",
+              languages: tuple[str, ...] = LANGUAGES, most_confused: int = 3,
+              device: torch.device = torch.device("cpu")) -> dict:
+    """Every bench figure of ``bundle`` on ``split`` of ``store``, with the paper's beside them.
+
+    Raises
+    ------
+    BenchError
+        The store and the bundle were built with different registries, the split is empty, or a
+        language has no prompt vectors in the bundle.
+    """
+    _check_inputs(bundle, store, registry, split, languages)
+    try:
+        embeddings, findings, record_ids = embed_split(bundle, store, split, device=device)
+    except EcgToolError as error:
+        raise BenchError(str(error)) from None
+    embeddings_tensor = torch.from_numpy(embeddings).to(device)
+    label_similarity = {lang: bundle_scores(bundle, embeddings_tensor, lang)[0] for lang in languages}
+    result = {
+        "bench_format_version": BENCH_FORMAT_VERSION,
+        "model": str(bundle.directory),
+        "store": str(store.directory),
+        "split": split,
+        "records": len(record_ids),
+        "records_with_findings": int(findings.any(axis=1).sum()),
+        "registry": {"version": registry.version, "hash": registry.hash},
+        "languages": list(languages),
+        "per_label": _per_label(label_similarity, findings, registry, most_confused),
+        "superset": {
+            test: _superset_test(bundle, embeddings_tensor, label_similarity, findings, registry, test)
+            for test in bundle.description["supersets"]
+        },
+    }
+    result["headline"] = headline_figures(result)
+    return _none_for_nan(result)
+
+
+def _none_for_nan(value):
+    """Undefined figures (no pair, one class only) become ``None``: JSON has no NaN."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _none_for_nan(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_none_for_nan(item) for item in value]
+    return value
+
+
+def _check_inputs(bundle: Bundle, store: Store, registry: Registry, split: str, languages) -> None:
+    if store.registry_hash != bundle.description["registry"]["hash"]:
+        raise BenchError(
+            f"{store.directory}: the store was built with registry {store.registry_hash}, "
+            f"the bundle {bundle.directory} with {bundle.description['registry']['hash']}: re-ingest or use a matching bundle"
+        )
+    if bundle.description["registry"]["hash"] != registry.hash:
+        raise BenchError(f"{bundle.directory}: built with registry {bundle.description['registry']['hash']}, this installation has {registry.hash}")
+    if store.counts().get(split, {}).get("records", 0) == 0:
+        raise BenchError(f"{store.directory}: the {split} split is empty (nothing to benchmark)")
+    for lang in languages:
+        if lang not in LANGUAGES:
+            raise BenchError(f"--lang {lang}: expected ja, en or both")
+        if f"label/{lang}" not in bundle.text:
+            raise BenchError(f"{bundle.directory}: no {lang} label prompt vectors in this bundle")
+
+
+def _per_label(similarity: dict[str, np.ndarray], findings: np.ndarray, registry: Registry, most_confused: int) -> dict:
+    paper = published_per_label()
+    measured = {}
+    for lang, scores in similarity.items():
+        topk = per_label_topk(scores, findings)
+        macro, per_label_auroc = macro_auroc(scores, findings)
+        confusions = top1_confusions(scores, findings, most_confused)
+        measured[lang] = (topk, macro, per_label_auroc, confusions)
+    labels = []
+    for finding in registry.findings:
+        row = {"id": finding.id, "en": finding.en, "ja": finding.ja, "paper": paper.get(finding.en), "ours": {}}
+        for lang, (topk, _, per_label_auroc, confusions) in measured.items():
+            entry = topk["per_label"][finding.index]
+            row["ours"][lang] = {
+                **entry,
+                "auroc": per_label_auroc[finding.index],
+                "confused_with": [
+                    {"id": registry.findings[j].id, "count": count} for j, count in confusions.get(finding.index, [])
+                ],
+            }
+        labels.append(row)
+    overall = {"paper": paper["all labels"], "ours": {}}
+    for lang, (topk, macro, per_label_auroc, _) in measured.items():
+        overall["ours"][lang] = {
+            "pairs": topk["pairs"], "top1": topk["top1"], "top5": topk["top5"], "macro_auroc": macro,
+            "auroc_labels": int(sum(not math.isnan(value) for value in per_label_auroc)),
+        }
+    return {"all": overall, "labels": labels}
+
+
+def _superset_test(bundle: Bundle, embeddings: torch.Tensor, label_similarity: dict[str, np.ndarray],
+                   findings: np.ndarray, registry: Registry, test: str) -> dict:
+    class_ids = list(bundle.description["supersets"][test])
+    classes = {c.id: c for c in registry.supersets[test]}
+    membership = np.zeros((len(registry.findings), len(class_ids)), dtype=bool)
+    for column, class_id in enumerate(class_ids):
+        for finding_id in registry.findings_in_class(test, class_id):
+            membership[registry.index(finding_id), column] = True
+    truth = (findings.astype(bool)[:, :, None] & membership[None]).any(axis=1)
+    counted = truth.any(axis=1)
+    paper = published_superset().get(test, {})
+    result = {
+        "classes": [{"id": c, "en": classes[c].en, "ja": classes[c].ja, "paper": paper.get(classes[c].en)} for c in class_ids],
+        "paper": paper.get("all"),
+    }
+    for mode in SUPERSET_MODES:
+        result[mode] = {}
+        for lang, labels in label_similarity.items():
+            if mode == "prompt":
+                scores = bundle_scores(bundle, embeddings, lang, test)[0]
+            else:
+                scores = np.stack([labels[:, membership[:, j]].max(axis=1) for j in range(len(class_ids))], axis=1)
+            accuracy = superset_accuracy(scores, truth)
+            macro, per_class_auroc = macro_auroc(scores[counted], truth[counted])
+            accuracy["macro_auroc"] = macro
+            accuracy["per_class"] = {
+                class_ids[j]: {**entry, "auroc": per_class_auroc[j]} for j, entry in accuracy["per_class"].items()
+            }
+            result[mode][lang] = accuracy
+    return result
+
+
+def headline_figures(result: dict) -> dict[str, float]:
+    """The figures the regression gate watches, all in percentage points (AUROC × 100)."""
+    headline = {}
+    for lang in result["languages"]:
+        overall = result["per_label"]["all"]["ours"][lang]
+        headline[f"per_label/{lang}/top1"] = overall["top1"]
+        headline[f"per_label/{lang}/top5"] = overall["top5"]
+        headline[f"per_label/{lang}/macro_auroc"] = 100 * overall["macro_auroc"]
+        for test, tables in result["superset"].items():
+            for mode in SUPERSET_MODES:
+                headline[f"superset/{test}/{mode}/{lang}/accuracy"] = tables[mode][lang]["accuracy"]
+                headline[f"superset/{test}/{mode}/{lang}/macro_auroc"] = 100 * tables[mode][lang]["macro_auroc"]
+    return headline
+
+
+def regressions(result: dict, baseline: dict, max_drop: float) -> list[str]:
+    """Headline figures that fell by more than ``max_drop`` points against ``baseline``.
+
+    Figures missing on either side or undefined (``nan``) are not compared; ``BenchError`` when
+    none can be compared at all (a baseline of another split or language, say).
+    """
+    current, before = result["headline"], baseline.get("headline")
+    if not isinstance(before, dict):
+        raise BenchError("the baseline has no headline figures (not an `ecgtool bench --json` output)")
+    compared = [key for key in before if key in current and _defined(before[key]) and _defined(current[key])]
+    if not compared:
+        raise BenchError("the baseline shares no headline figure with this run (other split or languages?)")
+    dropped = []
+    for key in compared:
+        drop = before[key] - current[key]
+        if drop > max_drop:
+            dropped.append(f"{key}: {before[key]:.2f} -> {current[key]:.2f} ({-drop:+.2f} points)")
+    return dropped
+
+
+def _defined(value) -> bool:
+    return value is not None and not (isinstance(value, float) and math.isnan(value))
+
+
+def published_per_label() -> dict[str, dict]:
+    """Table 9 of the paper by English finding name (and ``"all labels"``): count, top-1 %, top-5 %."""
+    rows = {}
+    for row in _published_rows("table9_per_label_accuracy.csv"):
+        rows[row["finding_en"]] = {
+            "count": int(row["test_count"]) if row["test_count"] else None,
+            "top1": float(row["top1_pct"]),
+            "top5": float(row["top5_pct"]),
+        }
+    return rows
+
+
+def published_superset() -> dict[str, dict[str, dict]]:
+    """Tables 2–7 of the paper: ``{test: {class English name or "all": {system: %}}}``."""
+    tables: dict[str, dict[str, dict]] = {}
+    for row in _published_rows("tables2to7_superset_accuracy.csv"):
+        tables.setdefault(row["test"], {})[row["class"]] = {system: float(row[f"{system}_pct"]) for system in PAPER_SYSTEMS}
+    return tables
+
+
+def _published_rows(name: str) -> list[dict]:
+    text = resources.files("ecgtool").joinpath("published", name).read_text(encoding="utf-8")
+    return list(csv.DictReader(text.splitlines()))
+
+
+def load_baseline(path: str | Path) -> dict:
+    """A bench JSON output used as the regression gate's reference."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise BenchError(f"{path}: no such baseline file") from None
+    except json.JSONDecodeError as error:
+        raise BenchError(f"{path}: not a bench JSON file ({error.msg} at line {error.lineno})") from None

@@ -1,0 +1,213 @@
+"""Render a ``run_bench`` result: Rich tables on the terminal, Markdown, and a per-label plot.
+
+Every renderer reads only the result dict and formats numbers with the same helpers, so the
+terminal, the Markdown and the JSON show the same figures.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from ecgtool.bench import PAPER_SYSTEMS, SUPERSET_MODES
+
+MODE_TITLES = {
+    "prompt": "zero-shot class prompts (the paper's protocol)",
+    "aggregated": "registry-aggregated: a class scores its best member finding (not in the paper)",
+}
+TEST_TITLES = {"superclass": "Superclass (Tables 2–3)", "rhythm": "Rhythm (Tables 4–5)", "mitbih": "MIT-BIH beat type (Tables 6–7)"}
+
+
+def percent(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
+def auroc_text(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+
+def count_text(value) -> str:
+    return "–" if value is None else str(value)
+
+
+# --- the tables as rows of strings (shared by the terminal and Markdown) -------------------------
+
+def summary_lines(result: dict) -> list[str]:
+    lines = [
+        f"model {result['model']} · store {result['store']} · split {result['split']}: "
+        f"{result['records']} records, {result['records_with_findings']} with at least one finding",
+        f"registry {result['registry']['version']} ({result['registry']['hash']})",
+    ]
+    return lines
+
+
+def per_label_table(result: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the per-label table: ours per language, then the paper's Table 9.
+
+    The pair count does not depend on the prompts' language, so it is shown once.
+    """
+    langs = result["languages"]
+    header = ["finding", "所見", "n", *(f"{name} {lang}" for lang in langs for name in ("top-1", "top-5", "AUROC")),
+              "paper n", "paper top-1", "paper top-5", f"most mistaken for ({langs[0]})"]
+    overall = result["per_label"]["all"]["ours"]
+    paper_all = result["per_label"]["all"]["paper"]
+    rows = [[
+        "all labels", "全所見", count_text(overall[langs[0]]["pairs"]),
+        *(cell for lang in langs for cell in (percent(overall[lang]["top1"]), percent(overall[lang]["top5"]),
+                                              auroc_text(overall[lang]["macro_auroc"]))),
+        count_text(paper_all["count"]), percent(paper_all["top1"]), percent(paper_all["top5"]), "",
+    ]]
+    names = {row["id"]: row for row in result["per_label"]["labels"]}
+    name_key = "ja" if langs[0] == "ja" else "en"
+    for row in result["per_label"]["labels"]:
+        paper = row["paper"] or {}
+        ours = row["ours"]
+        mistaken = ", ".join(f"{names[c['id']][name_key]} ({c['count']})" for c in ours[langs[0]]["confused_with"])
+        rows.append([
+            row["en"], row["ja"], count_text(ours[langs[0]]["count"]),
+            *(cell for lang in langs for cell in (percent(ours[lang]["top1"]), percent(ours[lang]["top5"]),
+                                                  auroc_text(ours[lang]["auroc"]))),
+            count_text(paper.get("count")), percent(paper.get("top1")), percent(paper.get("top5")), mistaken,
+        ])
+    return header, rows
+
+
+def superset_table(result: dict, test: str) -> tuple[list[str], list[list[str]], list[str]]:
+    """Header, rows and footnotes of one superset test: ours per mode and language, then the paper's."""
+    tables = result["superset"][test]
+    langs = result["languages"]
+    columns = [(mode, lang) for mode in SUPERSET_MODES for lang in langs]
+    header = ["class", "クラス", "n", *(f"{'prompt' if m == 'prompt' else 'aggr.'} {lang}" for m, lang in columns),
+              *(f"AUROC {'prompt' if m == 'prompt' else 'aggr.'} {lang}" for m, lang in columns),
+              *(f"paper {name}" for name in PAPER_SYSTEMS.values())]
+    first = tables["prompt"][langs[0]]
+    paper_all = tables["paper"] or {}
+    rows = [[
+        "all", "全体", count_text(first["records"]),
+        *(percent(tables[m][lang]["accuracy"]) for m, lang in columns),
+        *(auroc_text(tables[m][lang]["macro_auroc"]) for m, lang in columns),
+        *(percent(paper_all.get(system)) for system in PAPER_SYSTEMS),
+    ]]
+    for cls in tables["classes"]:
+        paper = cls["paper"] or {}
+        rows.append([
+            cls["en"], cls["ja"], count_text(first["per_class"][cls["id"]]["count"]),
+            *(percent(tables[m][lang]["per_class"][cls["id"]]["accuracy"]) for m, lang in columns),
+            *(auroc_text(tables[m][lang]["per_class"][cls["id"]]["auroc"]) for m, lang in columns),
+            *(percent(paper.get(system)) for system in PAPER_SYSTEMS),
+        ])
+    notes = [
+        f"{first['left_out']} records with no {test} class left out; {first['multi_class']} records with several "
+        f"classes (right when the top-1 class is any of them; single-class records only: "
+        f"{percent(first['single_class_accuracy'])} % with {langs[0]} prompts)",
+        *(f"{'prompt' if mode == 'prompt' else 'aggr.'}: {MODE_TITLES[mode]}" for mode in SUPERSET_MODES),
+    ]
+    return header, rows, notes
+
+
+def headline_rows(result: dict, dropped: list[str] | None = None) -> list[list[str]]:
+    failing = {line.split(":")[0] for line in dropped or []}
+    return [[key, f"{value:.2f}", "DROPPED" if key in failing else ""] for key, value in result["headline"].items()]
+
+
+# --- terminal ---------------------------------------------------------------------------------
+
+def print_terminal(result: dict, console, dropped: list[str] | None = None) -> None:
+    from rich.table import Table
+
+    for line in summary_lines(result):
+        console.print(line)
+    header, rows = per_label_table(result)
+    table = Table(title="Per-label top-1 / top-5 % over (record, finding) pairs — the paper's Table 9 protocol",
+                  title_justify="left")
+    for index, name in enumerate(header):
+        table.add_column(name, justify="left" if index < 2 or index == len(header) - 1 else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for test in result["superset"]:
+        header, rows, notes = superset_table(result, test)
+        table = Table(title=f"Zero-shot {TEST_TITLES.get(test, test)}: accuracy %", title_justify="left",
+                      caption="\n".join(notes), caption_justify="left")
+        for index, name in enumerate(header):
+            table.add_column(name, justify="left" if index < 2 else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    table = Table(title="Headline figures (points; AUROC × 100)", title_justify="left")
+    for name in ("figure", "value", ""):
+        table.add_column(name)
+    for row in headline_rows(result, dropped):
+        table.add_row(*row)
+    console.print(table)
+
+
+# --- Markdown -------------------------------------------------------------------------------
+
+def to_markdown(result: dict, dropped: list[str] | None = None) -> str:
+    parts = ["# ecgtool bench", "", *(f"{line}  " for line in summary_lines(result)), ""]
+    header, rows = per_label_table(result)
+    parts += ["## Per-label top-1 / top-5 % (the paper's Table 9 protocol)", "", *_markdown_table(header, rows), ""]
+    for test in result["superset"]:
+        header, rows, notes = superset_table(result, test)
+        parts += [f"## Zero-shot {TEST_TITLES.get(test, test)}: accuracy %", "", *_markdown_table(header, rows), "",
+                  *(f"- {note}" for note in notes), ""]
+    parts += ["## Headline figures (points; AUROC × 100)", "",
+              *_markdown_table(["figure", "value", ""], headline_rows(result, dropped)), ""]
+    return "\n".join(parts)
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    def line(cells):
+        return "| " + " | ".join(cell.replace("|", "\\|") for cell in cells) + " |"
+
+    return [line(header), "|" + "|".join("---" for _ in header) + "|", *(line(row) for row in rows)]
+
+
+# --- plot ----------------------------------------------------------------------------------
+
+def plot_per_label(result: dict, out_path: str | Path, lang: str | None = None) -> Path:
+    """Horizontal bars of top-1 and top-5 per finding, ours beside the paper's, findings with a
+    test pair on either side, ordered by the paper's test count."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from ecgtool.plot import _japanese_font
+
+    lang = lang or result["languages"][0]
+    rows = [row for row in result["per_label"]["labels"] if row["ours"][lang]["count"] or (row["paper"] or {}).get("count")]
+    rows.sort(key=lambda row: ((row["paper"] or {}).get("count") or 0, row["ours"][lang]["count"]))
+    font = _japanese_font()
+    height = max(3.0, 0.32 * len(rows) + 1.5)
+    figure, axes = plt.subplots(figsize=(11, height))
+    positions = range(len(rows))
+
+    def values(getter):
+        return [(lambda v: 0.0 if v is None or math.isnan(v) else v)(getter(row)) for row in rows]
+
+    bar = 0.2
+    axes.barh([p + 1.5 * bar for p in positions], values(lambda r: r["ours"][lang]["top5"]), bar, label=f"ours top-5 ({lang})", color="#9ecae1")
+    axes.barh([p + 0.5 * bar for p in positions], values(lambda r: r["ours"][lang]["top1"]), bar, label=f"ours top-1 ({lang})", color="#3182bd")
+    axes.barh([p - 0.5 * bar for p in positions], values(lambda r: (r["paper"] or {}).get("top5")), bar, label="paper top-5", color="#fdae6b")
+    axes.barh([p - 1.5 * bar for p in positions], values(lambda r: (r["paper"] or {}).get("top1")), bar, label="paper top-1", color="#e6550d")
+    labels = [f"{row[lang]}  (n={row['ours'][lang]['count']} / paper {count_text((row['paper'] or {}).get('count'))})"
+              for row in rows]
+    axes.set_yticks(list(positions), labels, fontproperties=font, fontsize=7)
+    axes.set_xlim(0, 100)
+    axes.set_xlabel("accuracy over (record, finding) pairs, %")
+    ours, paper = result["per_label"]["all"]["ours"][lang], result["per_label"]["all"]["paper"]
+    axes.set_title(
+        f"Per-label accuracy, {lang} prompts: ours top-1 {percent(ours['top1'])} % / top-5 {percent(ours['top5'])} % "
+        f"({ours['pairs']} pairs); paper {percent(paper['top1'])} / {percent(paper['top5'])} % ({paper['count']} pairs)",
+        fontsize=9, fontproperties=font)
+    axes.legend(loc="lower right", fontsize=8)
+    axes.grid(axis="x", alpha=0.3)
+    figure.tight_layout()
+    out_path = Path(out_path)
+    temporary = out_path.with_name(f".{out_path.name}.tmp.png")
+    figure.savefig(temporary, dpi=110)
+    plt.close(figure)
+    temporary.replace(out_path)
+    return out_path
