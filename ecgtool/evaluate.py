@@ -1,6 +1,6 @@
 """Held-out accuracy of a bundle on a store split (the paper's Table 9 protocol).
 
-The core that ``bench`` will present; used now for the model card's figures.
+Shared by ``bench`` (which adds the superset tests, AUROC and the paper's figures) and the tests.
 """
 
 from __future__ import annotations

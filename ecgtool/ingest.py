@@ -367,11 +367,25 @@ def _canonical_or_reason(path: Path, options: IngestOptions):
     try:
         record = read_record(path, verify_checksums=options.verify_checksums)
         canonical = canonicalize(record, options.canonical)
+        acquisition = json.dumps(acquisition_metadata(record, canonical.derived_leads), ensure_ascii=False)
     except RecordError as error:
         return None, error.reason
     except Exception as error:  # an unexpected reader failure must not stop the batch
         return None, f"unexpected error while reading: {type(error).__name__}: {error}"
-    return (to_stored_dtype(canonical.signal, options.dtype), canonical.n_valid), None
+    return (to_stored_dtype(canonical.signal, options.dtype), canonical.n_valid, acquisition), None
+
+
+def acquisition_metadata(record, derived_leads: tuple[str, ...]) -> dict:
+    """What the file says about its acquisition, kept beside the samples (empty fields dropped)."""
+    metadata = {
+        "format": record.format,
+        "acquired": record.acquired,
+        "device": record.device,
+        "statements": list(record.statements),
+        "measurements": dict(record.measurements),
+        "derived_leads": list(derived_leads),
+    }
+    return {key: value for key, value in metadata.items() if value}
 
 
 _WRITE_BLOCK = 64
@@ -411,6 +425,7 @@ def _block_content(block: list[Candidate], outcomes, kept: list[int], findings: 
         report=[c.report for c in members],
         prompt_ja=[c.prompt_ja for c in members],
         prompt_en=[c.prompt_en for c in members],
+        acquisition=[outcomes[i][0][2] for i in kept],
     )
 
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import h5py
@@ -40,7 +40,7 @@ from ecgtool.errors import EcgToolError
 MANIFEST = "manifest.json"
 CONFIG = "ingest-config.json"
 STORE_FORMAT_VERSION = 1
-STRING_FIELDS = ("record_id", "patient_id", "source", "report", "prompt_ja", "prompt_en")
+STRING_FIELDS = ("record_id", "patient_id", "source", "report", "prompt_ja", "prompt_en", "acquisition")
 # float16 keeps 11 significant bits: the rounding error is at most 2^-11 of the magnitude.
 STORED_DTYPE_RELATIVE_ERROR = {"float16": 2.0**-11, "float32": 2.0**-24}
 
@@ -62,6 +62,9 @@ class ShardContent:
     report: list[str]
     prompt_ja: list[str]
     prompt_en: list[str]
+    # JSON per record: the file's format, acquisition time, device, the machine's own statements
+    # and measurements, and the leads the reader derived ("" in shards written before it existed).
+    acquisition: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.record_id)
@@ -151,8 +154,11 @@ def read_shard_attributes(path: Path) -> dict:
 def read_shard(path: Path, with_signal: bool = True) -> ShardContent:
     """Read a whole shard into memory (signals as stored: float16 unless ingested as float32)."""
     with h5py.File(path, "r") as shard:
-        strings = {name: [s.decode("utf-8") for s in shard[name][()]] for name in STRING_FIELDS}
-        n = len(strings["record_id"])
+        n = shard["record_id"].shape[0]
+        strings = {
+            name: [s.decode("utf-8") for s in shard[name][()]] if name in shard else [""] * n
+            for name in STRING_FIELDS
+        }
         signal = shard["signal"][()] if with_signal else np.empty((n, 0, 0), dtype=shard["signal"].dtype)
         return ShardContent(
             signal=signal,
