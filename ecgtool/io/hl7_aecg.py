@@ -74,8 +74,7 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
     sampling_rate = None
     leads: dict[str, np.ndarray] = {}
     for sequence in sequences:
-        code = (sequence.find("code").get("code") if sequence.find("code") is not None else "") or ""
-        value = sequence.find("value")
+        code, value = _code(sequence), sequence.find("value")
         if code in _TIME_CODES:
             sampling_rate = _sampling_rate(value, path)
         elif code.startswith(_LEAD_PREFIX) and value is not None:
