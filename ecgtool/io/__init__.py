@@ -41,7 +41,12 @@ class RecordFormat:
 
 # WFDB is recognised by its header file, not by content; the others by their first bytes.
 WFDB = RecordFormat("wfdb", "WFDB / PhysioNet Challenge (.hea + .dat/.mat)", "ecgtool.io.wfdb")
-FORMATS: tuple[RecordFormat, ...] = ()
+FORMATS: tuple[RecordFormat, ...] = (
+    RecordFormat("ge-muse", "GE MUSE RestingECG XML", "ecgtool.io.ge_muse"),
+    RecordFormat("ge-cardiosoft", "GE CardioSoft CardiologyXML", "ecgtool.io.ge_cardiosoft"),
+    RecordFormat("philips", "Philips Sierra ECG 1.03 / PhilipsECG 1.04 XML", "ecgtool.io.philips"),
+    RecordFormat("hl7-aecg", "HL7 v3 annotated ECG (FDA aECG) XML", "ecgtool.io.hl7_aecg"),
+)
 
 
 def format_of(path: Path, head: bytes | None = None) -> RecordFormat | None:

@@ -1,0 +1,123 @@
+"""What the XML readers share: safe parsing, byte-order marks, namespaces, root sniffing, units.
+
+Vendor exports arrive as UTF-8, ISO-8859-1 or UTF-16 (with or without a byte-order mark) and
+with or without a default namespace (Philips, HL7). ``parse_xml`` hides all of that: it parses
+with ``defusedxml`` (no entity expansion, no external references), lets expat pick the encoding
+from the BOM and the XML declaration, and strips namespaces from tags and attributes so that
+readers find elements by their local names (``restingecgdata``, not
+``{http://www3.medical.philips.com}restingecgdata``).
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+from ecgtool.errors import RecordError
+
+# The prolog before the root element: declaration, processing instructions, comments, DOCTYPE.
+_PROLOG_AND_ROOT = re.compile(
+    r"\A\s*(?:<\?.*?\?>\s*|<!--.*?-->\s*|<!DOCTYPE[^\[>]*(?:\[.*?\])?\s*>\s*)*"
+    r"<(?:[A-Za-z_][\w.\-]*:)?([A-Za-z_][\w.\-]*)",
+    re.DOTALL,
+)
+
+# Units as vendors spell them, to millivolts (amplitude) and milliseconds (duration).
+_MILLIVOLTS_PER_UNIT = {
+    "uv": 1e-3, "µv": 1e-3, "μv": 1e-3, "microvolts": 1e-3, "microvolt": 1e-3, "uvperlsb": 1e-3,
+    "mv": 1.0, "millivolts": 1.0, "millivolt": 1.0,
+    "v": 1e3, "volts": 1e3, "nv": 1e-6, "nanovolts": 1e-6,
+}
+_MILLISECONDS_PER_UNIT = {"ms": 1.0, "msec": 1.0, "milliseconds": 1.0, "s": 1e3, "sec": 1e3, "seconds": 1e3, "us": 1e-3}
+
+
+def decode_head(head: bytes) -> str:
+    """The first bytes of a file as text, whatever the encoding (BOM or UTF-16 guessed from NULs)."""
+    if head.startswith(b"\xef\xbb\xbf"):
+        return head[3:].decode("utf-8", errors="ignore")
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return head.decode("utf-16", errors="ignore")
+    if head.startswith(b"<\x00"):
+        return head.decode("utf-16-le", errors="ignore")
+    if head.startswith(b"\x00<"):
+        return head.decode("utf-16-be", errors="ignore")
+    # Element names are ASCII: Latin-1 never fails and keeps them intact for UTF-8 files too.
+    return head.decode("latin-1")
+
+
+def root_element(head: bytes) -> str | None:
+    """Local name of the root element found in the first bytes of a file, or None if not XML.
+
+    Never raises; reads only what is given (readers pass ``SNIFF_BYTES``), so a prolog longer
+    than that (pages of comments) is not recognised.
+    """
+    match = _PROLOG_AND_ROOT.match(decode_head(head))
+    return match.group(1) if match else None
+
+
+def parse_xml(path: Path) -> ElementTree.Element:
+    """The root element of the XML file at ``path``, namespaces stripped.
+
+    Raises
+    ------
+    RecordError
+        The file cannot be read, is not well-formed XML ("malformed XML: mismatched tag: line
+        12, column 4"), or uses entities or external references (refused for safety).
+    """
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise RecordError(path, f"cannot read: {error.strerror or error}") from None
+    try:
+        root = fromstring(data)
+    except ElementTree.ParseError as error:
+        raise RecordError(path, f"malformed XML: {error}") from None
+    except DefusedXmlException as error:
+        raise RecordError(path, f"XML refused for safety: {error}") from None
+    except (ValueError, LookupError) as error:  # e.g. an encoding that Python does not know
+        raise RecordError(path, f"malformed XML: {error}") from None
+    for element in root.iter():
+        if isinstance(element.tag, str) and element.tag.startswith("{"):
+            element.tag = element.tag.split("}", 1)[1]
+        if any(key.startswith("{") for key in element.attrib):
+            element.attrib = {key.split("}", 1)[-1]: value for key, value in element.attrib.items()}
+    return root
+
+
+def text_of(element: ElementTree.Element | None, path: str = ".") -> str | None:
+    """Stripped text of the element at ``path`` below ``element``; None when absent or empty."""
+    if element is None:
+        return None
+    found = element.find(path)
+    if found is None or found.text is None:
+        return None
+    return found.text.strip() or None
+
+
+def number(text: str | None) -> float | None:
+    """``text`` as a float, or None when absent or not a number ("Failed", "Indeterminate", "")."""
+    if text is None:
+        return None
+    try:
+        value = float(text.strip())
+    except ValueError:
+        return None
+    return value if value == value else None  # NaN is no measurement
+
+
+def millivolts_per_unit(unit: str | None) -> float | None:
+    """Factor from an amplitude unit as vendors write it ("uV", "MICROVOLTS", "mV" …) to mV."""
+    if unit is None:
+        return None
+    return _MILLIVOLTS_PER_UNIT.get(unit.strip().lower())
+
+
+def milliseconds_per_unit(unit: str | None) -> float | None:
+    """Factor from a duration unit ("ms", "s" …) to ms."""
+    if unit is None:
+        return None
+    return _MILLISECONDS_PER_UNIT.get(unit.strip().lower())
