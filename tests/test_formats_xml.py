@@ -354,3 +354,19 @@ def test_ingest_stores_the_good_xml_file_and_skips_the_bad_ones_with_reasons(for
     assert "malformed XML" in skipped["muse-cut"] and "truncated waveform" in skipped["cardiosoft-short-v5"]
     assert result.records_converted == 2
     assert sum(split["records"] for split in result.manifest["counts"].values()) == 2
+
+
+def test_muse_export_with_windows_1252_bytes_under_a_utf8_declaration_is_read(shared_data, tmp_path):
+    source = (shared_data / "formats" / "ge-muse-xml" / "MUSE_20200923_093504_79000_example.xml").read_bytes()
+    edited = source.replace(b'encoding="ISO-8859-1"', b'encoding="UTF-8"', 1)
+    edited = edited.replace(b"<StmtText>Sinus bradycardia</StmtText>", "<StmtText>Sinus bradycardia 50/min°</StmtText>".encode("cp1252"))
+    assert edited != source
+    path = tmp_path / "cp1252.xml"
+    path.write_bytes(edited)
+    record = read_record(path)
+    assert record.statements[0] == "Sinus bradycardia 50/min°"
+    assert record.signal.shape[0] == 12
+    cut = tmp_path / "cut.xml"
+    cut.write_bytes(edited[: len(edited) // 2])
+    with pytest.raises(RecordError, match="malformed XML"):
+        read_record(cut)

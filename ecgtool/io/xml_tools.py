@@ -75,7 +75,9 @@ def parse_xml(path: Path) -> ElementTree.Element:
     try:
         root = fromstring(data)
     except ElementTree.ParseError as error:
-        raise RecordError(path, f"malformed XML: {error}") from None
+        root = _as_windows_1252(data)
+        if root is None:
+            raise RecordError(path, f"malformed XML: {error}") from None
     except DefusedXmlException as error:
         raise RecordError(path, f"XML refused for safety: {error}") from None
     except (ValueError, LookupError) as error:  # e.g. an encoding that Python does not know
@@ -86,6 +88,33 @@ def parse_xml(path: Path) -> ElementTree.Element:
         if any(key.startswith("{") for key in element.attrib):
             element.attrib = {key.split("}", 1)[-1]: value for key, value in element.attrib.items()}
     return root
+
+
+_DECLARATION = re.compile(rb"\A\s*<\?xml[^>]*\?>")
+
+
+def _as_windows_1252(data: bytes) -> ElementTree.Element | None:
+    """Second chance for a file that says (or defaults to) UTF-8 but holds Windows-1252 bytes.
+
+    Exporters on Windows often write "é", "µ" or "°" in the cart's code page under a UTF-8
+    declaration; expat then stops at the first such byte. Only files without a BOM that are not
+    valid UTF-8 get this second parse; anything else wrong with them still fails.
+    """
+    if data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        return None
+    try:
+        data.decode("utf-8")
+        return None  # valid UTF-8: the parse error is real
+    except UnicodeDecodeError:
+        pass
+    declaration = _DECLARATION.match(data)
+    if declaration and re.search(rb"encoding\s*=\s*[\"'](?!utf-?8)", declaration.group(0), re.IGNORECASE):
+        return None  # it declared another encoding, which expat already applied
+    text = data[declaration.end():].decode("cp1252", errors="replace") if declaration else data.decode("cp1252", errors="replace")
+    try:
+        return fromstring(text)
+    except (ElementTree.ParseError, DefusedXmlException, ValueError):
+        return None
 
 
 def text_of(element: ElementTree.Element | None, path: str = ".") -> str | None:
