@@ -41,7 +41,10 @@ class RecordFormat:
 
 # WFDB is recognised by its header file, not by content; the others by their first bytes.
 WFDB = RecordFormat("wfdb", "WFDB / PhysioNet Challenge (.hea + .dat/.mat)", "ecgtool.io.wfdb")
-FORMATS: tuple[RecordFormat, ...] = ()
+FORMATS: tuple[RecordFormat, ...] = (
+    RecordFormat("dicom-ecg", "DICOM 12-lead / general ECG waveform (pydicom)", "ecgtool.io.dicom_ecg"),
+    RecordFormat("scp-ecg", "SCP-ECG (EN 1064 / ISO 11073-91064)", "ecgtool.io.scp_ecg"),
+)
 
 
 def format_of(path: Path, head: bytes | None = None) -> RecordFormat | None:
