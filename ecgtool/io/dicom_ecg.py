@@ -32,6 +32,7 @@ _SAMPLE_DTYPES = {
 _MILLIVOLTS_PER_UNIT = {"mv": 1.0, "uv": 1e-3, "µv": 1e-3, "nv": 1e-6, "v": 1e3}
 _LEAD_CODE = re.compile(r"5\.6\.3-9-(\d+)|2:(\d+)")
 _MDC_LEAD_PARTITION = 2 << 16  # MDC codes also appear as one number: partition 2 × 65536 + lead code
+_LEAD_BY_UPPER_NAME = {name.upper(): name for name in SCP_LEAD_NAMES.values()}
 
 # Global measurements by the code meaning of their concept name (SCPECG / DICOM CID 3678 wording).
 _MEASUREMENT_KEYS = {
@@ -47,7 +48,8 @@ _MEASUREMENT_KEYS = {
     "ventricular heart rate": "heart_rate_bpm",
     "ventricular rate": "heart_rate_bpm",
 }
-_MEASUREMENT_UNITS = {"_ms": {"ms": 1.0, "s": 1000.0}, "_deg": {"deg": 1.0}, "_bpm": {"/min": 1.0, "bpm": 1.0}}
+# UCUM unit → factor to the unit a measurement key ends in.
+_UNIT_FACTORS = {"ms": {"ms": 1.0, "s": 1000.0}, "deg": {"deg": 1.0}, "bpm": {"/min": 1.0, "bpm": 1.0}}
 
 
 def sniff(head: bytes) -> bool:
@@ -219,8 +221,7 @@ def lead_name(channel) -> str | None:
         return SCP_LEAD_NAMES[int(code) - _MDC_LEAD_PARTITION]
     meaning = re.sub(r"\(.*?\)", "", str(source.get("CodeMeaning", ""))).strip()
     meaning = re.sub(r"^lead\s+", "", meaning, flags=re.IGNORECASE)
-    by_upper = {name.upper(): name for name in SCP_LEAD_NAMES.values()}
-    return by_upper.get(meaning.upper(), meaning or None)
+    return _LEAD_BY_UPPER_NAME.get(meaning.upper(), meaning or None)
 
 
 def machine_statements(dataset) -> tuple[str, ...]:
@@ -245,7 +246,7 @@ def global_measurements(dataset) -> dict[str, float]:
             continue
         units = annotation.get("MeasurementUnitsCodeSequence") or []
         unit = str(units[0].get("CodeValue", "")) if units else None
-        factors = _MEASUREMENT_UNITS["_" + key.rsplit("_", 1)[1]]
+        factors = _UNIT_FACTORS[key.rsplit("_", 1)[1]]
         factor = factors.get(unit) if unit is not None else 1.0
         try:
             value = float(annotation.NumericValue) * factor if factor is not None else None

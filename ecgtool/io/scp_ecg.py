@@ -45,6 +45,7 @@ SECTION_HEADER_BYTES = 16
 _POINTER_BYTES = 10  # section number (2), length (4), 1-based byte index (4)
 _NOT_MEASURED = (29999, 29998, 29997)  # "not computed", "rejected", "not available" in section 7
 _PREFIX_BYTES = 6  # CRC (2) and file length (4) before section 0
+_REQUIRED_SECTIONS = {1: "patient data", 3: "lead definitions", 6: "rhythm data"}
 
 
 @dataclass(frozen=True)
@@ -190,9 +191,9 @@ def _check_crc(covered: bytes, stored: int, what: str) -> None:
 
 
 def _record_from_sections(path: Path, sections: dict[int, bytes]) -> Record:
-    for required in (1, 3, 6):
-        if required not in sections:
-            raise _Malformed(f"section {required} missing ({_SECTION_TITLES[required]})")
+    for number, title in _REQUIRED_SECTIONS.items():
+        if number not in sections:
+            raise _Malformed(f"section {number} missing ({title})")
     leads, reference_beat_subtracted = read_lead_definitions(sections[3])
     if reference_beat_subtracted:
         raise _Malformed("reference-beat subtraction not supported (section 3 flags the rhythm data as residuals)")
@@ -214,8 +215,6 @@ def _record_from_sections(path: Path, sections: dict[int, bytes]) -> Record:
     )
     return with_derived_limb_leads(record)
 
-
-_SECTION_TITLES = {1: "patient data", 3: "lead definitions", 6: "rhythm data"}
 
 
 def read_lead_definitions(body: bytes) -> tuple[list[LeadDefinition], bool]:
@@ -353,8 +352,8 @@ def undo_differences(values: np.ndarray, encoding: int) -> np.ndarray:
         return values
     if encoding == 1:
         return np.cumsum(values)
-    slopes = np.cumsum(np.concatenate(([values[1] - values[0]], values[2:])))
-    return np.concatenate(([values[0]], values[0] + np.cumsum(np.concatenate(([0], slopes)))[1:]))
+    steps = np.cumsum(np.concatenate(([values[1] - values[0]], values[2:])))  # x[n] − x[n−1], n ≥ 1
+    return np.concatenate(([values[0]], values[0] + np.cumsum(steps)))
 
 
 def read_patient_fields(body: bytes) -> dict[int, bytes]:
@@ -434,7 +433,11 @@ def read_statements(body: bytes) -> tuple[str, ...]:
 
 
 def read_global_measurements(body: bytes) -> dict[str, float]:
-    """Average RR and the intervals and axes of reference beat 0 from section 7 (ms, degrees)."""
+    """Average RR and the intervals and axes of reference beat 0 from section 7 (ms, degrees).
+
+    The wave onsets and offsets are ms from the start of the reference beat; PR, QRS and QT are
+    their differences, as the standard defines them.
+    """
     if len(body) < 6 + 16:
         return {}
     (rr_ms,) = struct.unpack_from("<H", body, 2)
@@ -443,7 +446,6 @@ def read_global_measurements(body: bytes) -> dict[str, float]:
     measurements: dict[str, float] = {}
     if _measured(rr_ms) and rr_ms > 0:
         measurements["rr_ms"] = float(rr_ms)
-        measurements["heart_rate_bpm"] = round(60000.0 / rr_ms, 1)
     if _measured(p_on, qrs_on) and qrs_on > p_on:
         measurements["pr_ms"] = float(qrs_on - p_on)
     if _measured(qrs_on, qrs_off) and qrs_off > qrs_on:
