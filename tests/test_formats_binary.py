@@ -187,8 +187,9 @@ def test_scp_example_equals_the_hl7_aecg_it_was_converted_from(formats):
     for lead in LEADS:
         decoded = record.signal[record.lead_names.index(lead)]
         assert decoded.shape == leads[lead].shape, lead
-        # SCP stores multiples of its AVM (2.5 µV), the aECG multiples of its 2.5 µV scale.
-        assert np.abs(decoded - leads[lead]).max() <= 0.00125 + 1e-6, lead
+        # SCP's AVM (2.5 µV) equals the aECG's scale, so the integers are the same: equal to float
+        # rounding, far inside the half-step (1.25 µV) that a different quantisation would allow.
+        assert np.abs(decoded - leads[lead]).max() <= 1e-6, lead
     assert record.measurements["pr_ms"] == stated["PR"] == 148
     assert record.measurements["qrs_ms"] == stated["QRS"] == 120
     assert record.measurements["qt_ms"] == stated["QT"] == 420
@@ -270,7 +271,7 @@ def _shorten_lead_v3(sections):
     sections[6] = body[:6] + struct.pack(f"<{n_leads}H", *counts) + data[6 + 2 * n_leads :]
 
 
-def _one_lead_longer(sections):
+def _one_lead_shorter(sections):
     body = bytearray(sections[3])
     struct.pack_into("<I", body, 2 + 9 * 5 + 4, 4000)  # V4 ends at sample 4000
     sections[3] = bytes(body)
@@ -282,7 +283,7 @@ DAMAGED_SCP = {
     "reference_beat": (_set_byte(3, 1, 0x65), "reference-beat subtraction not supported"),
     "no_rhythm": (_drop_section(6), "section 6 missing (rhythm data)"),
     "short_huffman_lead": (_shorten_lead_v3, "truncated rhythm data: lead V3 decodes to"),
-    "inconsistent_lengths": (_one_lead_longer, "inconsistent lead lengths in section 3"),
+    "inconsistent_lengths": (_one_lead_shorter, "inconsistent lead lengths in section 3: V4 samples 1–4,000, the others 1–5,000"),
 }
 
 

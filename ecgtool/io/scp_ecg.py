@@ -236,10 +236,12 @@ def read_lead_definitions(body: bytes) -> tuple[list[LeadDefinition], bool]:
     duplicated = sorted({name for name in names if names.count(name) > 1})
     if duplicated:
         raise _Malformed(f"section 3 defines lead(s) {', '.join(duplicated)} more than once")
-    lengths = {(lead.first_sample, lead.last_sample) for lead in leads}
-    if len(lengths) > 1:
-        spans = ", ".join(f"{lead.name} {lead.n_samples:,}" for lead in leads)
-        raise _Malformed(f"inconsistent lead lengths in section 3 (samples: {spans})")
+    spans = [(lead.first_sample, lead.last_sample) for lead in leads]
+    usual = max(set(spans), key=spans.count)
+    odd = [lead for lead, span in zip(leads, spans) if span != usual]
+    if odd:
+        odd_text = ", ".join(f"{lead.name} samples {lead.first_sample:,}–{lead.last_sample:,}" for lead in odd)
+        raise _Malformed(f"inconsistent lead lengths in section 3: {odd_text}, the others {usual[0]:,}–{usual[1]:,}")
     return leads, bool(flags & 0x01)
 
 
