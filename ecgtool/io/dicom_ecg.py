@@ -91,17 +91,25 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
     path = Path(path)
     try:
         dataset = pydicom.dcmread(path)
-        sop_class = str(dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID") or "")
-    except Exception as error:  # pydicom raises many types for damaged files; all mean "unreadable"
-        raise RecordError(path, f"unreadable DICOM: {_one_line(error)}") from None
-    if sop_class not in ECG_SOP_CLASSES:
-        name = getattr(pydicom.uid.UID(sop_class), "name", "") if sop_class else ""
-        raise RecordError(path, f"DICOM SOP class {sop_class or 'missing'} ({name or 'unknown'}) is not an ECG waveform")
-    try:
-        group = rhythm_group(dataset)
-        signal, lead_names = read_multiplex_group(group)
+        record = _record_from_dataset(path, dataset)
+    except RecordError:
+        raise
     except _Malformed as error:
         raise RecordError(path, str(error)) from None
+    except Exception as error:  # pydicom converts elements lazily: a damaged value raises any type on access
+        raise RecordError(path, f"unreadable DICOM: {_one_line(error)}") from None
+    return record
+
+
+def _record_from_dataset(path: Path, dataset) -> Record:
+    import pydicom
+
+    sop_class = str(dataset.get("SOPClassUID") or dataset.file_meta.get("MediaStorageSOPClassUID") or "")
+    if sop_class not in ECG_SOP_CLASSES:
+        name = pydicom.uid.UID(sop_class).name if sop_class else "unknown"
+        raise _Malformed(f"DICOM SOP class {sop_class or 'missing'} ({name}) is not an ECG waveform")
+    group = rhythm_group(dataset)
+    signal, lead_names = read_multiplex_group(group)
     record = Record(
         record_id=path.stem,
         path=str(path),
@@ -118,7 +126,7 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
     record = with_derived_limb_leads(record)
     if sop_class == GENERAL_ECG and not set(LEADS) <= set(record.lead_names):
         missing = ", ".join(lead for lead in LEADS if lead not in record.lead_names)
-        raise RecordError(path, f"general ECG waveform without the 12 standard leads (missing: {missing})")
+        raise _Malformed(f"general ECG waveform without the 12 standard leads (missing: {missing})")
     return record
 
 

@@ -145,6 +145,8 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         return _record_from_sections(path, sections)
     except _Malformed as error:
         raise RecordError(path, str(error)) from None
+    except (struct.error, IndexError, ValueError, OverflowError) as error:  # a field this reader did not guard
+        raise RecordError(path, f"malformed SCP-ECG: {error}") from None
 
 
 def read_sections(data: bytes, verify_checksums: bool = True) -> dict[int, bytes]:
@@ -293,6 +295,13 @@ def read_rhythm_data(
     if multiplier_nv == 0 or interval_us == 0:
         raise _Malformed(f"section 6: amplitude multiplier {multiplier_nv} nV, sample interval {interval_us} µs")
     n_samples = leads[0].n_samples
+    # Checked before allocating: a Huffman code takes at least one bit, a plain sample two bytes.
+    most_samples = 8 * min(byte_counts) if huffman_table is not None else min(byte_counts) // 2
+    if n_samples > most_samples:
+        raise _Malformed(
+            f"truncated rhythm data: section 3 declares {n_samples:,} samples per lead, "
+            f"section 6 holds at most {most_samples:,} in its shortest lead"
+        )
     signal = np.empty((n_leads, n_samples), dtype=np.float32)
     offset = header_bytes
     for row, (lead, n_bytes) in enumerate(zip(leads, byte_counts)):
