@@ -46,6 +46,8 @@ FORMATS: tuple[RecordFormat, ...] = (
     RecordFormat("ge-cardiosoft", "GE CardioSoft CardiologyXML", "ecgtool.io.ge_cardiosoft"),
     RecordFormat("philips", "Philips Sierra ECG 1.03 / PhilipsECG 1.04 XML", "ecgtool.io.philips"),
     RecordFormat("hl7-aecg", "HL7 v3 annotated ECG (FDA aECG) XML", "ecgtool.io.hl7_aecg"),
+    RecordFormat("dicom-ecg", "DICOM 12-lead / general ECG waveform (pydicom)", "ecgtool.io.dicom_ecg"),
+    RecordFormat("scp-ecg", "SCP-ECG (EN 1064 / ISO 11073-91064)", "ecgtool.io.scp_ecg"),
 )
 
 
