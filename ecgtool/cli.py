@@ -116,7 +116,7 @@ def labels(
 @app.command()
 @one_line_errors
 def ingest(
-    inputs: list[Path] = typer.Argument(..., help="Directories (searched recursively) or .hea files."),
+    inputs: list[Path] = typer.Argument(..., help="Directories (searched recursively, formats recognised by content) or record files."),
     out: Path = typer.Option(..., "--out", "-o", help="Store directory to create or resume."),
     metadata: list[Path] = typer.Option(
         [], "--metadata", "-m", help="PTB-XL ptbxl_database.csv or a sidecar CSV (record, patient, report, findings, split). Repeatable."
@@ -126,12 +126,12 @@ def ingest(
     dtype: str = typer.Option("float16", "--dtype", help="Stored sample type: float16 (error ≤ 2^-11 of the value) or float32."),
     min_seconds: float = typer.Option(5.0, "--min-seconds", help="Reject records shorter than this instead of zero-padding them."),
     derive_limb_leads: bool = typer.Option(
-        False, "--derive-limb-leads", help="Opt-in repair: build missing III, aVR, aVL, aVF from I and II."
+        False, "--derive-limb-leads", help="Opt-in repair for WFDB: build missing III, aVR, aVL, aVF from I and II (MFER, MUSE, SCP 8-lead files always derive them)."
     ),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Patients in val when no fold/split column decides."),
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Patients in test when no fold/split column decides."),
     seed: str = typer.Option("ecgtool", "--seed", help="Salt of the patient hash that places patients in splits."),
-    no_checksums: bool = typer.Option(False, "--no-checksums", help="Do not verify WFDB signal checksums."),
+    no_checksums: bool = typer.Option(False, "--no-checksums", help="Do not verify signal checksums (WFDB, MUSE CRC-32, SCP-ECG CRC)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a store made with other settings."),
 ):
     """Ingest raw records into a sharded HDF5 store with patient-level splits.
@@ -311,7 +311,7 @@ def export(
 @app.command()
 @one_line_errors
 def predict(
-    inputs: list[Path] = typer.Argument(..., help="A record (.hea/.dat/.mat), or directories / list files for batch scoring."),
+    inputs: list[Path] = typer.Argument(..., help="A record (WFDB .hea/.dat/.mat, MFER, vendor XML, DICOM, SCP-ECG), or directories / list files for batch scoring."),
     top: int = typer.Option(5, "--top", "-k", help="How many findings (or classes) to show."),
     lang: str = typer.Option("ja", "--lang", help="ja or en."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle (default: the one shipped with ecgtool)."),

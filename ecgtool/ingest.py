@@ -151,6 +151,7 @@ def index_records(
             unique.append((record.path, record.display))
     pending: list[tuple[Candidate, str | None]] = []
     patients_missing = 0
+    placeholders: Counter = Counter()
     for path, display in unique:
         record_id = path.stem
         try:
@@ -160,6 +161,9 @@ def index_records(
             continue
         annotation = annotations.get(record_id, Annotation())
         findings = _findings_of(codes, annotation, registry, result)
+        if file_patient_id is not None and is_placeholder_patient_id(file_patient_id):
+            placeholders[file_patient_id] += 1
+            file_patient_id = None
         patient_id = annotation.patient_id or file_patient_id
         if patient_id is None:
             patients_missing += 1
@@ -176,6 +180,12 @@ def index_records(
             prompt_en=registry.prompt(findings, "en") or "" if findings else "",
         )
         pending.append((candidate, annotation.split))
+    if placeholders:
+        shown = ", ".join(f"{value!r} ×{count}" for value, count in placeholders.most_common(3))
+        result.warnings.append(
+            f"{sum(placeholders.values())} records carry a placeholder patient id in the file ({shown}): "
+            "ignored, so they are not grouped as one patient"
+        )
     if patients_missing:
         result.warnings.append(
             f"{patients_missing} records have no patient id: each counts as its own patient"
@@ -200,6 +210,18 @@ def _codes_and_patient(path: Path) -> tuple[dict, str | None]:
     # Other formats are one file each and small: read whole here, again by the converting worker.
     record = read_record(path, verify_checksums=False)
     return dict(record.codes), record.patient_id
+
+
+_PLACEHOLDER_PATIENT_IDS = frozenset(
+    "unknown anonymous anon none null n/a na nil - -- ? test demo patient noid no_id".split()
+)
+
+
+def is_placeholder_patient_id(patient_id: str) -> bool:
+    """True for ids a cart writes when none was entered: blank, one repeated digit or letter
+    (``00000000``, ``9999``, ``XXXX``), or a word such as ``UNKNOWN`` / ``ANONYMOUS``."""
+    value = patient_id.strip().lower()
+    return not value or len(set(value)) == 1 or value in _PLACEHOLDER_PATIENT_IDS
 
 
 def _findings_of(header_codes: dict, annotation: Annotation, registry: Registry, result: IndexResult) -> tuple[str, ...]:
