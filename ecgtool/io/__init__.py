@@ -41,7 +41,9 @@ class RecordFormat:
 
 # WFDB is recognised by its header file, not by content; the others by their first bytes.
 WFDB = RecordFormat("wfdb", "WFDB / PhysioNet Challenge (.hea + .dat/.mat)", "ecgtool.io.wfdb")
-FORMATS: tuple[RecordFormat, ...] = ()
+FORMATS: tuple[RecordFormat, ...] = (
+    RecordFormat("mfer", "MFER (JIS T 7308 / ISO 22077-1, .mwf)", "ecgtool.io.mfer"),
+)
 
 
 def format_of(path: Path, head: bytes | None = None) -> RecordFormat | None:
