@@ -229,14 +229,17 @@ class _Parse:
 def sniff(head: bytes) -> bool:
     """True when ``head`` opens with a chain of plausible MFER definitions.
 
-    The first byte must be a known tag (no leading padding, which keeps DICOM's zero preamble
-    out) and every element up to the first waveform element, the end tag or the end of ``head``
-    must be a known tag with a plausible value; at least two sampling or frame definitions
+    A preamble (tag 0x40) naming "MFR" or "MFER" suffices. Otherwise the first byte must be a
+    known tag (no leading padding, which keeps DICOM's zero preamble out) and every element up
+    to the first waveform element, the end tag or the end of ``head`` must be a known tag with a
+    plausible value; at least two sampling or frame definitions
     (byte order, block length, channels, data type, sampling, resolution, channel attributes)
     must be seen before a waveform element, or four without one.
     """
     if not head or head[0] not in _KNOWN_TAGS or head[0] == ZERO:
         return False
+    if head[0] == PREAMBLE and len(head) > 2 and (b"MFR" in head[2 : 2 + head[1]] or b"MFER" in head[2 : 2 + head[1]]):
+        return True  # the preamble names the format (a cut file is then reported as broken MFER)
     definitions = 0
     try:
         for element in iter_elements(head):
@@ -487,13 +490,15 @@ def _typed_value(raw: tuple[bytes, bool] | None, dtype: np.dtype, name: str) -> 
 
 def _decode_frame(parse: _Parse, waveform: bytes, element: Element) -> tuple[list[_Channel], list[np.ndarray]]:
     """Split one waveform element into its channels, in mV (NaN at null values)."""
+    if parse.n_channels > len(waveform):
+        raise _Malformed(f"{parse.n_channels:,} channels declared for a waveform of {len(waveform):,} bytes")
     channels = _channels_in_force(parse)
-    layout = np.dtype([(f"c{c.number}", c.dtype, (c.block_length,)) for c in channels])
+    block_bytes = [channel.block_length * channel.dtype.itemsize for channel in channels]
     declared_sequences = parse.defaults.sequences
-    n_sequences = declared_sequences or -(-len(waveform) // layout.itemsize)
-    expected_bytes = n_sequences * layout.itemsize
+    n_sequences = declared_sequences or -(-len(waveform) // sum(block_bytes))
+    expected_bytes = n_sequences * sum(block_bytes)
     if len(waveform) < expected_bytes:
-        raise _Malformed(_truncation(channels, layout, n_sequences, len(waveform)))
+        raise _Malformed(_truncation(channels, block_bytes, n_sequences, len(waveform)))
     if element.end < element.start + element.declared_length:
         raise _Malformed(
             f"waveform element at byte {element.offset:,} declares {element.declared_length:,} bytes "
@@ -504,6 +509,7 @@ def _decode_frame(parse: _Parse, waveform: bytes, element: Element) -> tuple[lis
             f"waveform of {len(waveform):,} bytes but {n_sequences:,} sequence(s) of {len(channels)} channel(s) "
             f"make {expected_bytes:,}"
         )
+    layout = np.dtype([(f"c{c.number}", c.dtype, (c.block_length,)) for c in channels])
     frame = np.frombuffer(waveform, layout, count=n_sequences)
     signals = []
     for channel in channels:
@@ -512,16 +518,18 @@ def _decode_frame(parse: _Parse, waveform: bytes, element: Element) -> tuple[lis
     return channels, signals
 
 
-def _truncation(channels: list[_Channel], layout: np.dtype, n_sequences: int, n_bytes: int) -> str:
+def _truncation(channels: list[_Channel], block_bytes: list[int], n_sequences: int, n_bytes: int) -> str:
     """'truncated waveform: 2,500 of 5,000 samples of lead V3' for the first lead cut short."""
-    starts = np.arange(n_sequences)[:, None] * layout.itemsize
+    complete_sequences, rest = divmod(n_bytes, sum(block_bytes))
     short = []
-    for channel in channels:
-        field_offset = layout.fields[f"c{channel.number}"][1]
-        present = np.clip((n_bytes - starts - field_offset) // channel.dtype.itemsize, 0, channel.block_length)
+    block_start = 0
+    for channel, size in zip(channels, block_bytes):
+        in_last = min(max(rest - block_start, 0) // channel.dtype.itemsize, channel.block_length)
+        present = complete_sequences * channel.block_length + in_last
         total = n_sequences * channel.block_length
-        if present.sum() < total:
-            short.append((channel.name, int(present.sum()), total))
+        if present < total:
+            short.append((channel.name, present, total))
+        block_start += size
     name, present, total = short[0]
     later = f"; {len(short) - 1} more lead(s) cut short" if len(short) > 1 else ""
     return f"truncated waveform: {present:,} of {total:,} samples of lead {name}{later}"
