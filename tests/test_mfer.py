@@ -7,7 +7,6 @@ writes for the features the samples do not exercise is MFER as the machines writ
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
