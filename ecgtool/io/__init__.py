@@ -42,6 +42,7 @@ class RecordFormat:
 # WFDB is recognised by its header file, not by content; the others by their first bytes.
 WFDB = RecordFormat("wfdb", "WFDB / PhysioNet Challenge (.hea + .dat/.mat)", "ecgtool.io.wfdb")
 FORMATS: tuple[RecordFormat, ...] = (
+    RecordFormat("mfer", "MFER (JIS T 7308 / ISO 22077-1, .mwf)", "ecgtool.io.mfer"),
     RecordFormat("ge-muse", "GE MUSE RestingECG XML", "ecgtool.io.ge_muse"),
     RecordFormat("ge-cardiosoft", "GE CardioSoft CardiologyXML", "ecgtool.io.ge_cardiosoft"),
     RecordFormat("philips", "Philips Sierra ECG 1.03 / PhilipsECG 1.04 XML", "ecgtool.io.philips"),
