@@ -8,7 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 
 from ecgtool.bundle import load_bundle
 from ecgtool.evaluate import per_label_accuracy

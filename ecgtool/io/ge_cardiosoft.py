@@ -25,6 +25,8 @@ from ecgtool.io.xml_tools import (
     milliseconds_per_unit,
     number,
     parse_xml,
+    require_equal_lengths,
+    require_leads,
     root_element,
     text_of,
 )
@@ -87,12 +89,8 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         if expected is not None and len(counts) != expected:
             raise RecordError(path, f"truncated waveform: {len(counts):,} of {int(expected):,} samples of lead {name}")
         leads[name] = counts * mv_per_count
-    missing = [lead for lead in ("I", "II", *LEADS[6:]) if lead not in leads]
-    if missing:
-        raise RecordError(path, f"lead{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing from StripData")
-    lengths = {len(samples) for samples in leads.values()}
-    if len(lengths) > 1:
-        raise RecordError(path, f"inconsistent lengths: leads have {', '.join(f'{n:,}' for n in sorted(lengths))} samples")
+    require_leads(leads, ("I", "II", *LEADS[6:]), path, "StripData")
+    require_equal_lengths(leads, path)
     record = Record(
         record_id=path.stem,
         path=str(path),

@@ -24,7 +24,15 @@ from xml.etree.ElementTree import Element
 import numpy as np
 
 from ecgtool.errors import RecordError
-from ecgtool.io.xml_tools import millivolts_per_unit, number, parse_xml, root_element, text_of
+from ecgtool.io.xml_tools import (
+    millivolts_per_unit,
+    number,
+    parse_xml,
+    require_equal_lengths,
+    require_leads,
+    root_element,
+    text_of,
+)
 from ecgtool.record import Record
 from ecgtool.signal import with_derived_limb_leads
 
@@ -83,10 +91,8 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         if name in leads:
             raise RecordError(path, f"lead {name} stored twice")
         leads[name] = _lead_millivolts(lead_data, name, path, verify_checksums)
-    missing = [lead for lead in STORED_LEADS if lead not in leads]
-    if missing:
-        raise RecordError(path, f"lead{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing from the rhythm waveform")
-    _check_equal_lengths(leads, path)
+    require_leads(leads, STORED_LEADS, path, "the rhythm waveform")
+    require_equal_lengths(leads, path)
     record = Record(
         record_id=path.stem,
         path=str(path),
@@ -153,15 +159,6 @@ def _lead_millivolts(lead_data: Element, name: str, path: Path, verify_checksums
     if to_mv is None:
         raise RecordError(path, f"lead {name}: unknown amplitude unit {unit!r}")
     return counts.astype(np.float64) * (units_per_bit * to_mv)
-
-
-def _check_equal_lengths(leads: dict[str, np.ndarray], path: Path) -> None:
-    lengths = {name: len(samples) for name, samples in leads.items()}
-    longest = max(lengths.values())
-    short = [name for name, length in lengths.items() if length != longest]
-    if short:
-        name = short[0]
-        raise RecordError(path, f"inconsistent lengths: lead {name} has {lengths[name]:,} samples, others {longest:,}")
 
 
 def _acquired(root: Element) -> str | None:

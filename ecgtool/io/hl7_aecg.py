@@ -26,7 +26,15 @@ from xml.etree.ElementTree import Element
 import numpy as np
 
 from ecgtool.errors import RecordError
-from ecgtool.io.xml_tools import millivolts_per_unit, milliseconds_per_unit, number, parse_xml, root_element, text_of
+from ecgtool.io.xml_tools import (
+    millivolts_per_unit,
+    milliseconds_per_unit,
+    number,
+    parse_xml,
+    require_equal_lengths,
+    root_element,
+    text_of,
+)
 from ecgtool.record import Record
 from ecgtool.signal import with_derived_limb_leads
 
@@ -86,11 +94,7 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         raise RecordError(path, "no time sequence (TIME_ABSOLUTE / TIME_RELATIVE) in the rhythm sequence set")
     if not leads:
         raise RecordError(path, "no lead sequences in the rhythm sequence set")
-    lengths = {name: len(samples) for name, samples in leads.items()}
-    if len(set(lengths.values())) > 1:
-        longest = max(lengths.values())
-        name = next(name for name, length in lengths.items() if length != longest)
-        raise RecordError(path, f"inconsistent lengths: lead {name} has {lengths[name]:,} samples, others {longest:,}")
+    require_equal_lengths(leads, path)
     record = Record(
         record_id=path.stem,
         path=str(path),

@@ -150,3 +150,19 @@ def milliseconds_per_unit(unit: str | None) -> float | None:
     if unit is None:
         return None
     return _MILLISECONDS_PER_UNIT.get(unit.strip().lower())
+
+
+def require_leads(leads: dict, required, path: Path, where: str) -> None:
+    """``RecordError`` naming the ``required`` leads absent from ``leads`` ("lead V4 missing from …")."""
+    missing = [lead for lead in required if lead not in leads]
+    if missing:
+        raise RecordError(path, f"lead{'s' if len(missing) > 1 else ''} {', '.join(missing)} missing from {where}")
+
+
+def require_equal_lengths(leads: dict, path: Path) -> None:
+    """``RecordError`` naming the first lead whose sample count differs from the longest lead's."""
+    lengths = {name: len(samples) for name, samples in leads.items()}
+    longest = max(lengths.values())
+    short = next((name for name, length in lengths.items() if length != longest), None)
+    if short is not None:
+        raise RecordError(path, f"inconsistent lengths: lead {short} has {lengths[short]:,} samples, others {longest:,}")
