@@ -204,12 +204,17 @@ def index_records(
 
 
 def _codes_and_patient(path: Path) -> tuple[dict, str | None]:
-    """Label codes and patient id the file itself carries (WFDB: header comments only)."""
-    if format_of(path) is WFDB:
+    """Label codes and patient id the file itself carries (WFDB: header comments only).
+
+    The single-file formats carry no label codes; their patient id is read by the format's
+    cheapest path, and the samples are left to the converting worker.
+    """
+    record_format = format_of(path)
+    if record_format is WFDB:
         return label_codes_from_comments(read_header_comments(path)), None
-    # Other formats are one file each and small: read whole here, again by the converting worker.
-    record = read_record(path, verify_checksums=False)
-    return dict(record.codes), record.patient_id
+    if record_format is None:
+        raise RecordError(path, "not a recognised ECG record format")
+    return {}, record_format.read_patient_id(path)
 
 
 _PLACEHOLDER_PATIENT_IDS = frozenset(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from ecgtool.ingest import IngestOptions, ingest, is_placeholder_patient_id
-from ecgtool.io import FORMATS, format_of
+from ecgtool.io import FORMATS, format_of, read_record
 from ecgtool.store import Store
 
 REPO = Path(__file__).resolve().parents[1]
@@ -51,12 +51,13 @@ def test_a_folder_mixing_all_formats_ingests_in_one_run(mixed_export, tmp_path):
     result = ingest([mixed_export], tmp_path / "store", options=IngestOptions(workers=2))
     manifest = result.manifest
     store = Store(tmp_path / "store")
-    stored = {}
+    stored, patients = {}, {}
     for split in ("train", "val", "test"):
         for shard in store.shards(split):
             assert shard.signal.shape[1:] == (12, 5000)
-            for record_id, acquisition in zip(shard.record_id, shard.acquisition):
+            for record_id, acquisition, patient in zip(shard.record_id, shard.acquisition, shard.patient_id):
                 stored[record_id] = json.loads(acquisition)
+                patients[record_id] = patient
     # 13 vendor files, 5 MFER, 4 PTB-XL WFDB records: all stored; only the random file is skipped.
     assert len(stored) == 22
     assert [s["path"] for s in manifest["skipped"]] == [f"{mixed_export.name}/notes.bin"]
@@ -66,6 +67,11 @@ def test_a_folder_mixing_all_formats_ingests_in_one_run(mixed_export, tmp_path):
     muse = stored["MUSE_20200923_093504_79000_example"]
     assert muse["statements"] and muse["measurements"]["heart_rate_bpm"] > 0 and muse["acquired"].startswith("2020-")
     assert any("placeholder patient id" in warning for warning in manifest["warnings"])
+    # The patient id the file carries (read cheaply at indexing) is the store's, placeholders aside.
+    for record_id in ("129DYPRG", "MUSE_20200923_093504_79000_example", "waveform_ecg", "example-XML1"):
+        own = read_record(next(mixed_export.glob(f"{record_id}.*"))).patient_id
+        assert own and patients[record_id] == own, record_id
+    assert patients["guangxi_teaching_sinus_rhythm"] == "record:guangxi_teaching_sinus_rhythm"  # file says 00000000
 
 
 @pytest.mark.parametrize("name", sorted(ONE_FILE_PER_FORMAT))

@@ -8,6 +8,9 @@ Each format lives in its own module of this package and exposes two functions:
 ``read(path: Path, verify_checksums: bool = True) -> Record``
     The whole record, or ``RecordError`` with a one-line reason.
 
+and may expose ``read_patient_id(path: Path) -> str | None`` where that is much cheaper than a
+whole read (Philips: the XML without the XLI decompression); ``ingest`` indexes with it.
+
 ``FORMATS`` lists them in sniffing order; ``read_record`` dispatches by content, so a file's
 extension never decides alone (a GE MUSE export named ``.XML``, ``.xml`` or nothing reads alike).
 """
@@ -37,6 +40,13 @@ class RecordFormat:
 
     def read(self, path: Path, verify_checksums: bool = True) -> Record:
         return importlib.import_module(self.module).read(path, verify_checksums=verify_checksums)
+
+    def read_patient_id(self, path: Path) -> str | None:
+        """The patient id the file carries, by the module's cheap path when it has one."""
+        module = importlib.import_module(self.module)
+        if hasattr(module, "read_patient_id"):
+            return module.read_patient_id(path)
+        return module.read(path, verify_checksums=False).patient_id
 
 
 # WFDB is recognised by its header file, not by content; the others by their first bytes.

@@ -56,6 +56,12 @@ def sniff(head: bytes) -> bool:
     return root_element(head) == "restingecgdata"
 
 
+def read_patient_id(path: Path) -> str | None:
+    """The patient id alone: the XML is parsed, the XLI waveforms are not decompressed."""
+    root = parse_xml(Path(path))
+    return text_of(root, "patient/generalpatientdata/patientid")
+
+
 def read(path: Path, verify_checksums: bool = True) -> Record:
     """Read the rhythm leads and the machine's statements and measurements of a Philips file.
 
