@@ -5,7 +5,9 @@ Files are UTF-8 or UTF-16 with the namespace ``http://www3.medical.philips.com``
 compressed (LZW + second-difference coding, one chunk per channel, 16 channels of which the
 first 12 are the standard leads; the last 0.3 s of each lead holds calibration marks).
 
-XLI decompression is ``sierraecg.xli.xli_decode`` (MIT, pinned 0.4.0). The rest is done here
+XLI decompression is ``ecgtool.io.xli.decode_xli``: the same algorithm as ``sierraecg`` (MIT),
+vectorised, 15–30× faster on the sample files and checked sample for sample against
+``sierraecg.xli.xli_decode`` in the tests. The rest is done here
 because ``sierraecg.read_file`` gives no units, statements, measurements or patient data,
 applies the lead reconstruction below to uncompressed files as well, and rounds it with
 ``floor`` where the reference implementation (sierra-ecg-tools, C#) truncates toward zero.
@@ -28,9 +30,9 @@ from pathlib import Path
 from xml.etree.ElementTree import Element
 
 import numpy as np
-from sierraecg.xli import xli_decode
 
 from ecgtool.errors import RecordError
+from ecgtool.io.xli import XliError, decode_xli
 from ecgtool.io.xml_tools import number, parse_xml, root_element, text_of
 from ecgtool.record import Record
 from ecgtool.signal import LEADS, with_derived_limb_leads
@@ -148,9 +150,9 @@ def _decode_counts(waveforms: Element, n_leads: int, n_samples: int, names: list
     if compression != "XLI":
         raise RecordError(path, f"unknown compression {compression!r}")
     try:
-        chunks = xli_decode(raw, names)
-    except (IndexError, ValueError, OverflowError, KeyError) as error:
-        raise RecordError(path, f"corrupt XLI waveform data ({type(error).__name__}: {error})") from None
+        chunks = decode_xli(raw)
+    except XliError as error:
+        raise RecordError(path, f"corrupt XLI waveform data: {error}") from None
     if len(chunks) < n_leads:
         raise RecordError(path, f"XLI data holds {len(chunks)} channels, {n_leads} leads expected (lead {names[len(chunks)]} missing)")
     for name, chunk in zip(names, chunks):
