@@ -29,8 +29,8 @@ import numpy as np
 from ecgtool import __version__
 from ecgtool.annotations import Annotation, load_annotations
 from ecgtool.errors import EcgToolError, RecordError
-from ecgtool.io import WFDB, format_of, read_record
-from ecgtool.io.discover import MissingInput, find_records
+from ecgtool.io import WFDB, RecordFormat, format_of, read_record
+from ecgtool.io.discover import Found, MissingInput, find_records
 from ecgtool.io.wfdb_header import label_codes_from_comments, read_header_comments
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import LEADS, N_SAMPLES, CanonicalOptions, canonicalize, input_contract
@@ -86,6 +86,7 @@ class Candidate:
 
     record_id: str
     path: Path
+    record_format: RecordFormat | None
     source: str
     patient_id: str
     split: str
@@ -131,7 +132,8 @@ def index_records(
 
     For WFDB only the headers' comment lines are read here; the full header is parsed by the
     worker that converts the record, so a malformed header ends in the skip list from there.
-    Single-file formats (MFER, vendor XML, DICOM, SCP-ECG) are read whole for their patient id.
+    Single-file formats (MFER, vendor XML, DICOM, SCP-ECG) are read for their patient id alone,
+    by the format discovery recognised them as.
     """
     try:
         found, rejected = find_records(inputs)
@@ -139,7 +141,7 @@ def index_records(
         raise IngestError(str(error)) from None
     result = IndexResult(candidates=[], skipped=[Skip(f.record_id, f.display, f.reason) for f in rejected], warnings=[])
     first_source: dict[str, str] = {}
-    unique: list[tuple[Path, str]] = []
+    unique: list[Found] = []
     for record in found:
         if record.record_id in first_source:
             result.skipped.append(Skip(
@@ -148,14 +150,16 @@ def index_records(
             ))
         else:
             first_source[record.record_id] = record.display
-            unique.append((record.path, record.display))
+            unique.append(record)
     pending: list[tuple[Candidate, str | None]] = []
     patients_missing = 0
     placeholders: Counter = Counter()
-    for path, display in unique:
+    for found_record in unique:
+        path, display = found_record.path, found_record.display
+        record_format = found_record.record_format or format_of(path)
         record_id = path.stem
         try:
-            codes, file_patient_id = _codes_and_patient(path)
+            codes, file_patient_id = _codes_and_patient(path, record_format)
         except RecordError as error:
             result.skipped.append(Skip(record_id, display, error.reason))
             continue
@@ -171,6 +175,7 @@ def index_records(
         candidate = Candidate(
             record_id=record_id,
             path=path,
+            record_format=record_format,
             source=display,
             patient_id=patient_id,
             split="",
@@ -203,13 +208,12 @@ def index_records(
     return result
 
 
-def _codes_and_patient(path: Path) -> tuple[dict, str | None]:
+def _codes_and_patient(path: Path, record_format: RecordFormat | None) -> tuple[dict, str | None]:
     """Label codes and patient id the file itself carries (WFDB: header comments only).
 
     The single-file formats carry no label codes; their patient id is read by the format's
     cheapest path, and the samples are left to the converting worker.
     """
-    record_format = format_of(path)
     if record_format is WFDB:
         return label_codes_from_comments(read_header_comments(path)), None
     if record_format is None:
@@ -389,10 +393,10 @@ def _init_worker(options: IngestOptions, progress_counter) -> None:
     _worker_options, _worker_progress = options, progress_counter
 
 
-def _canonical_or_reason(path: Path, options: IngestOptions):
+def _canonical_or_reason(candidate: Candidate, options: IngestOptions):
     """Samples → canonical form in the stored dtype, or the one-line reason it failed."""
     try:
-        record = read_record(path, verify_checksums=options.verify_checksums)
+        record = read_record(candidate.path, options.verify_checksums, candidate.record_format)
         canonical = canonicalize(record, options.canonical)
         acquisition = json.dumps(acquisition_metadata(record, canonical.derived_leads), ensure_ascii=False)
     except RecordError as error:
@@ -426,7 +430,7 @@ def _write_shard_task(task: _ShardTask) -> int:
     try:
         for start in range(0, len(task.members), _WRITE_BLOCK):
             block = task.members[start : start + _WRITE_BLOCK]
-            outcomes = [_canonical_or_reason(c.path, options) for c in block]
+            outcomes = [_canonical_or_reason(c, options) for c in block]
             skipped.extend(asdict(Skip(c.record_id, c.source, reason)) for c, (_, reason) in zip(block, outcomes) if reason)
             kept = [i for i, (converted, _) in enumerate(outcomes) if converted is not None]
             writer.append(_block_content(block, outcomes, kept, task.findings[start : start + len(block)], options))

@@ -124,11 +124,7 @@ def canonicalize(record: Record, options: CanonicalOptions = CanonicalOptions())
 
 
 def _select_leads(record: Record, derive_limb_leads: bool) -> tuple[np.ndarray, tuple[str, ...]]:
-    rows: dict[str, int] = {}
-    for row, name in enumerate(record.lead_names):
-        lead = _CANONICAL_BY_ALIAS.get(" ".join(name.upper().split()))
-        if lead is not None and lead not in rows:
-            rows[lead] = row
+    rows = _canonical_rows(record.lead_names)
     missing = [lead for lead in LEADS if lead not in rows]
     derived: tuple[str, ...] = ()
     if missing and derive_limb_leads and set(missing) <= set(_DERIVED_LIMB_LEADS) and {"I", "II"} <= rows.keys():
@@ -155,11 +151,7 @@ def with_derived_limb_leads(record: Record) -> Record:
     file does store are kept as stored. Returns ``record`` unchanged when nothing is missing or
     when I or II is absent (``canonicalize`` then names the missing leads).
     """
-    rows = {}
-    for row, name in enumerate(record.lead_names):
-        lead = _CANONICAL_BY_ALIAS.get(" ".join(name.upper().split()))
-        if lead is not None and lead not in rows:
-            rows[lead] = row
+    rows = _canonical_rows(record.lead_names)
     missing = tuple(lead for lead in _DERIVED_LIMB_LEADS if lead not in rows)
     if not missing or not {"I", "II"} <= rows.keys():
         return record
@@ -173,6 +165,16 @@ def with_derived_limb_leads(record: Record) -> Record:
         lead_names=tuple(record.lead_names) + missing,
         derived_leads=tuple(record.derived_leads) + missing,
     )
+
+
+def _canonical_rows(lead_names) -> dict[str, int]:
+    """Canonical lead name → row of its first occurrence among ``lead_names`` (aliases matched)."""
+    rows: dict[str, int] = {}
+    for row, name in enumerate(lead_names):
+        lead = _CANONICAL_BY_ALIAS.get(" ".join(name.upper().split()))
+        if lead is not None and lead not in rows:
+            rows[lead] = row
+    return rows
 
 
 def derive_limb_leads_from_i_ii(signal: np.ndarray, leads: tuple[str, ...] = _DERIVED_LIMB_LEADS) -> None:

@@ -78,11 +78,12 @@ def format_of(path: Path, head: bytes | None = None) -> RecordFormat | None:
     return None
 
 
-def read_record(path: str | Path, verify_checksums: bool = True) -> Record:
+def read_record(path: str | Path, verify_checksums: bool = True, record_format: RecordFormat | None = None) -> Record:
     """Read one record in any supported format, chosen by the file's content.
 
     A WFDB / Challenge record may be named by its ``.hea``, its ``.dat`` / ``.mat`` or its name
-    without extension; every other format by its file.
+    without extension; every other format by its file. ``record_format``, when the caller has
+    already sniffed the file (ingest's discovery), skips sniffing it again.
 
     Raises
     ------
@@ -90,6 +91,8 @@ def read_record(path: str | Path, verify_checksums: bool = True) -> Record:
         No such file, an unrecognised format, or whatever the format's reader found wrong.
     """
     path = Path(path)
+    if record_format is not None:
+        return record_format.read(path, verify_checksums=verify_checksums)
     if path.suffix.lower() in (".dat", ".mat", "") and path.with_suffix(".hea").exists():
         path = path.with_suffix(".hea")
     if not path.exists():

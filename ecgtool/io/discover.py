@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ecgtool.io import SNIFF_BYTES, format_of
+from ecgtool.io import SNIFF_BYTES, WFDB, RecordFormat, format_of
 
 # Files that travel with exports but are never records: documentation, sidecars, images.
 NOT_RECORD_SUFFIXES = frozenset(
@@ -21,11 +21,13 @@ NOT_RECORD_NAMES = frozenset("records annotators license licence readme sha256su
 
 @dataclass(frozen=True)
 class Found:
-    """A file that is a record (``reason`` empty) or that looked like one but is not."""
+    """A file that is a record (``reason`` empty, ``record_format`` known when sniffed) or that
+    looked like one but is not."""
 
     path: Path
     display: str
     reason: str = ""
+    record_format: RecordFormat | None = None
 
     @property
     def record_id(self) -> str:
@@ -73,23 +75,23 @@ def find_records(inputs: Sequence[str | Path]) -> tuple[list[Found], list[Found]
                 path = os.path.join(directory, name)
                 display = os.path.relpath(path, base)
                 if suffix == ".hea":
-                    records.append(Found(Path(path), display))
+                    records.append(Found(Path(path), display, record_format=WFDB))
                 elif stem in header_stems or name.startswith(".") or suffix in NOT_RECORD_SUFFIXES or stem.lower() in NOT_RECORD_NAMES:
                     continue
                 elif suffix == ".mat":
                     rejected.append(Found(Path(path), display, "MATLAB file without a WFDB header beside it (not a Challenge record)"))
-                elif _sniffed(path):
-                    records.append(Found(Path(path), display))
+                elif (record_format := _sniffed(path)) is not None:
+                    records.append(Found(Path(path), display, record_format=record_format))
                 else:
                     rejected.append(Found(Path(path), display, "not a recognised ECG record format"))
     records.sort(key=lambda found: found.display)
     return records, rejected
 
 
-def _sniffed(path: str) -> bool:
+def _sniffed(path: str) -> RecordFormat | None:
     try:
         with open(path, "rb") as stream:
             head = stream.read(SNIFF_BYTES)
     except OSError:
-        return False
-    return format_of(Path(path), head) is not None
+        return None
+    return format_of(Path(path), head)

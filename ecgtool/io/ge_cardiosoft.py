@@ -28,10 +28,11 @@ from ecgtool.io.xml_tools import (
     require_equal_lengths,
     require_leads,
     root_element,
+    record_from_leads,
     text_of,
 )
 from ecgtool.record import Record
-from ecgtool.signal import LEADS, with_derived_limb_leads
+from ecgtool.signal import LEADS
 
 FORMAT = "ge-cardiosoft"
 # CardioSoft tag → (Record key, kind of unit).
@@ -91,12 +92,11 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         leads[name] = counts * mv_per_count
     require_leads(leads, ("I", "II", *LEADS[6:]), path, "StripData")
     require_equal_lengths(leads, path)
-    record = Record(
-        record_id=path.stem,
-        path=str(path),
-        signal=np.stack(list(leads.values())).astype(np.float32),
-        sampling_rate=sampling_rate,
-        lead_names=tuple(leads),
+    # Files from 8-channel carts may lack the limb leads the cart did not store.
+    return record_from_leads(
+        path,
+        leads,
+        sampling_rate,
         patient_id=text_of(root, "PatientInfo/PID"),
         format=FORMAT,
         acquired=_acquired(root.find("ObservationDateTime")),
@@ -104,8 +104,6 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         statements=_statements(root),
         measurements=_measurements(root.find("RestingECGMeasurements")),
     )
-    # Files from 8-channel carts may lack the limb leads the cart did not store.
-    return with_derived_limb_leads(record)
 
 
 def _millivolts_per_count(strip: Element, path: Path) -> float:

@@ -31,10 +31,10 @@ from ecgtool.io.xml_tools import (
     require_equal_lengths,
     require_leads,
     root_element,
+    record_from_leads,
     text_of,
 )
 from ecgtool.record import Record
-from ecgtool.signal import with_derived_limb_leads
 
 FORMAT = "ge-muse"
 STORED_LEADS = ("I", "II", "V1", "V2", "V3", "V4", "V5", "V6")
@@ -93,12 +93,10 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         leads[name] = _lead_millivolts(lead_data, name, path, verify_checksums)
     require_leads(leads, STORED_LEADS, path, "the rhythm waveform")
     require_equal_lengths(leads, path)
-    record = Record(
-        record_id=path.stem,
-        path=str(path),
-        signal=np.stack(list(leads.values())).astype(np.float32),
-        sampling_rate=sampling_rate,
-        lead_names=tuple(leads),
+    return record_from_leads(
+        path,
+        leads,
+        sampling_rate,
         patient_id=text_of(root, "PatientDemographics/PatientID"),
         format=FORMAT,
         acquired=_acquired(root),
@@ -106,7 +104,6 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         statements=_statements(root),
         measurements=_measurements(root),
     )
-    return with_derived_limb_leads(record)
 
 
 def _rhythm_waveform(root: Element, path: Path) -> Element:

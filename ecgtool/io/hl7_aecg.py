@@ -33,10 +33,10 @@ from ecgtool.io.xml_tools import (
     parse_xml,
     require_equal_lengths,
     root_element,
+    record_from_leads,
     text_of,
 )
 from ecgtool.record import Record
-from ecgtool.signal import with_derived_limb_leads
 
 FORMAT = "hl7-aecg"
 _LEAD_PREFIX = "MDC_ECG_LEAD_"
@@ -95,12 +95,10 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
     if not leads:
         raise RecordError(path, "no lead sequences in the rhythm sequence set")
     require_equal_lengths(leads, path)
-    record = Record(
-        record_id=path.stem,
-        path=str(path),
-        signal=np.stack(list(leads.values())).astype(np.float32),
-        sampling_rate=sampling_rate,
-        lead_names=tuple(leads),
+    return record_from_leads(
+        path,
+        leads,
+        sampling_rate,
         patient_id=_patient_id(root),
         format=FORMAT,
         acquired=_acquired(root, series),
@@ -108,7 +106,6 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         statements=_statements(series),
         measurements=_measurements(series),
     )
-    return with_derived_limb_leads(record)
 
 
 def _code(element: Element | None) -> str:

@@ -53,6 +53,8 @@ _MEASUREMENTS = {
     "tfrontaxis": "t_axis_deg",
 }
 
+_PATIENT_ID = "patient/generalpatientdata/patientid"
+
 
 def sniff(head: bytes) -> bool:
     return root_element(head) == "restingecgdata"
@@ -61,7 +63,7 @@ def sniff(head: bytes) -> bool:
 def read_patient_id(path: Path) -> str | None:
     """The patient id alone: the XML is parsed, the XLI waveforms are not decompressed."""
     root = parse_xml(Path(path))
-    return text_of(root, "patient/generalpatientdata/patientid")
+    return text_of(root, _PATIENT_ID)
 
 
 def read(path: Path, verify_checksums: bool = True) -> Record:
@@ -103,7 +105,7 @@ def read(path: Path, verify_checksums: bool = True) -> Record:
         signal=signal.astype(np.float32),
         sampling_rate=float(sampling_rate),
         lead_names=tuple(lead_names),
-        patient_id=text_of(root, "patient/generalpatientdata/patientid"),
+        patient_id=text_of(root, _PATIENT_ID),
         format=FORMAT,
         acquired=_acquired(root.find("dataacquisition")),
         device=_device(root),

@@ -17,7 +17,11 @@ from pathlib import Path
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring
 
+import numpy as np
+
 from ecgtool.errors import RecordError
+from ecgtool.record import Record
+from ecgtool.signal import with_derived_limb_leads
 
 # The prolog before the root element: declaration, processing instructions, comments, DOCTYPE.
 _PROLOG_AND_ROOT = re.compile(
@@ -166,3 +170,17 @@ def require_equal_lengths(leads: dict, path: Path) -> None:
     short = next((name for name, length in lengths.items() if length != longest), None)
     if short is not None:
         raise RecordError(path, f"inconsistent lengths: lead {short} has {lengths[short]:,} samples, others {longest:,}")
+
+
+def record_from_leads(path: Path, leads: dict, sampling_rate: float, **metadata) -> Record:
+    """The ``Record`` of checked per-lead mV arrays (file order kept), with the limb leads the
+    file lacks derived from I and II; ``metadata`` are the other ``Record`` fields."""
+    record = Record(
+        record_id=path.stem,
+        path=str(path),
+        signal=np.stack(list(leads.values())).astype(np.float32),
+        sampling_rate=sampling_rate,
+        lead_names=tuple(leads),
+        **metadata,
+    )
+    return with_derived_limb_leads(record)
