@@ -6,7 +6,11 @@ Two table layouts are read, told apart by their columns:
   filename_hr, filename_lr``;
 * a generic sidecar CSV, the form in which a hospital hands over its own reports: a ``record``
   column (record id or file name) and any of ``patient``, ``report``, ``findings`` (finding ids,
-  English or Japanese names or synonyms, separated by ``;``, ``|`` or ``、``) and ``split``.
+  English or Japanese names or synonyms, separated by ``;``, ``|`` or ``、``), ``split`` and
+  ``ecg`` (an identifier of the ECG itself: rows that share it are copies of one ECG).
+
+PTB-XL names the ECG of each row ``ptb-xl:<ecg_id>``: its 500 Hz (``filename_hr``) and 100 Hz
+(``filename_lr``) files are two copies of one ECG, and ingest keeps only one of them.
   UTF-8 (with or without BOM) and Shift_JIS (cp932, as Japanese Excel saves) are both read.
 """
 
@@ -44,12 +48,14 @@ class Annotation:
     finding_terms: list[str] = field(default_factory=list)
     split: str | None = None
     findings_from_report: bool = False
+    ecg: str | None = None
 
     def merge(self, other: "Annotation") -> None:
         """Fill what this annotation lacks from ``other``; codes and finding terms are united."""
         self.patient_id = self.patient_id or other.patient_id
         self.report = self.report or other.report
         self.split = self.split or other.split
+        self.ecg = self.ecg or other.ecg
         self.findings_from_report = self.findings_from_report or other.findings_from_report
         for vocabulary, codes in other.codes.items():
             self.codes.setdefault(vocabulary, []).extend(c for c in codes if c not in self.codes[vocabulary])
@@ -117,6 +123,7 @@ def _read_ptbxl_rows(rows: list[dict[str, str]], path: Path) -> dict[str, Annota
             report=row.get("report") or None,
             codes={"scp": list(scp_codes)},
             split=PTBXL_FOLDS.get(int(float(fold))) if fold else None,
+            ecg=f"ptb-xl:{int(float(row['ecg_id']))}" if row.get("ecg_id") else None,
         )
         for column in ("filename_hr", "filename_lr"):
             if row.get(column):
@@ -141,6 +148,7 @@ def _read_sidecar_rows(rows: list[dict[str, str]], path: Path, columns: set[str]
             finding_terms=[t for t in terms if t],
             split=split,
             findings_from_report=findings_column is None,
+            ecg=row.get("ecg") or None,
         )
         key = record_key(row[record_column])
         if key in annotations:

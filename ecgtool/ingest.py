@@ -31,7 +31,7 @@ from ecgtool.annotations import Annotation, load_annotations
 from ecgtool.errors import EcgToolError, RecordError
 from ecgtool.io import WFDB, RecordFormat, format_of, read_record
 from ecgtool.io.discover import Found, MissingInput, find_records
-from ecgtool.io.wfdb_header import label_codes_from_comments, read_header_comments
+from ecgtool.io.wfdb_header import label_codes_from_comments, read_header, read_header_comments
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import LEADS, N_SAMPLES, CanonicalOptions, canonicalize, input_contract
 from ecgtool.splits import SPLITS, SplitFractions, assign_splits
@@ -152,6 +152,7 @@ def index_records(
             first_source[record.record_id] = record.display
             unique.append(record)
     pending: list[tuple[Candidate, str | None]] = []
+    ecg_of: dict[str, str] = {}
     patients_missing = 0
     placeholders: Counter = Counter()
     for found_record in unique:
@@ -185,6 +186,9 @@ def index_records(
             prompt_en=registry.prompt(findings, "en") or "" if findings else "",
         )
         pending.append((candidate, annotation.split))
+        if annotation.ecg:
+            ecg_of[record_id] = annotation.ecg
+    pending = _one_copy_per_ecg(pending, ecg_of, result)
     if placeholders:
         shown = ", ".join(f"{value!r} ×{count}" for value, count in placeholders.most_common(3))
         result.warnings.append(
@@ -206,6 +210,43 @@ def index_records(
         candidate.split = splits[candidate.record_id]
         result.candidates.append(candidate)
     return result
+
+
+def _one_copy_per_ecg(pending: list[tuple[Candidate, str | None]], ecg_of: dict[str, str],
+                      result: IndexResult) -> list[tuple[Candidate, str | None]]:
+    """Keep one record per ECG: of the copies the tables name as one ECG (PTB-XL's 500 Hz and
+    100 Hz files of an ``ecg_id``; a sidecar's ``ecg`` column), the one at the highest sampling
+    rate (the first found on a tie); the others go on the skip list naming the copy kept."""
+    copies: dict[str, list[Candidate]] = {}
+    for candidate, _ in pending:
+        if candidate.record_id in ecg_of:
+            copies.setdefault(ecg_of[candidate.record_id], []).append(candidate)
+    dropped: set[str] = set()
+    for ecg, group in copies.items():
+        if len(group) < 2:
+            continue
+        rates = {c.record_id: _sampling_rate_or_zero(c) for c in group}
+        kept = max(group, key=lambda c: rates[c.record_id])  # max keeps the first of equal rates
+        for candidate in group:
+            if candidate is not kept:
+                dropped.add(candidate.record_id)
+                result.skipped.append(Skip(
+                    candidate.record_id, candidate.source,
+                    f"another copy of ECG {ecg}: kept {kept.record_id} ({rates[kept.record_id]:g} Hz) "
+                    f"over this one ({rates[candidate.record_id]:g} Hz)",
+                ))
+    return [(c, s) for c, s in pending if c.record_id not in dropped]
+
+
+def _sampling_rate_or_zero(candidate: Candidate) -> float:
+    """The record's sampling rate (WFDB: from its header alone); 0 when it cannot be read, so
+    that a readable copy is preferred (an unreadable one would be skipped by its worker)."""
+    try:
+        if candidate.record_format is WFDB:
+            return read_header(candidate.path).sampling_rate
+        return read_record(candidate.path, record_format=candidate.record_format).sampling_rate
+    except (RecordError, OSError, ValueError):
+        return 0.0
 
 
 def _codes_and_patient(path: Path, record_format: RecordFormat | None) -> tuple[dict, str | None]:

@@ -195,3 +195,28 @@ def test_kill_minus_9_then_rerun_gives_the_uninterrupted_result(tmp_path, ptbxl5
     assert "shards written" in resumed.stdout
     assert _store_snapshot(interrupted) == _store_snapshot(reference)
     assert not list(interrupted.glob("*.tmp"))
+
+
+def test_one_ecg_at_two_rates_is_stored_once_at_500_hz(tmp_path, shared_data):
+    """PTB-XL publishes each ECG at 500 and 100 Hz: a folder holding both keeps the 500 Hz copy,
+    and the 100 Hz one is on the skip list naming the copy kept. A sidecar's ``ecg`` column
+    groups copies the same way (here: one PTB-XL record under a second name)."""
+    ptbxl = shared_data / "ptb-xl"
+    (tmp_path / "lr").mkdir()
+    (tmp_path / "hr").mkdir()
+    for suffix in (".hea", ".dat"):
+        shutil.copy(ptbxl / "records100" / "00000" / f"00009_lr{suffix}", tmp_path / "lr")
+        shutil.copy(ptbxl / "records500" / "00000" / f"00009_hr{suffix}", tmp_path / "hr")
+        shutil.copy(ptbxl / "records500" / "00000" / f"00010_hr{suffix}", tmp_path / "hr")
+    header = (tmp_path / "hr" / "00010_hr.hea").read_text().replace("00010_hr", "copy10")
+    (tmp_path / "hr" / "copy10.hea").write_text(header)
+    shutil.copy(tmp_path / "hr" / "00010_hr.dat", tmp_path / "hr" / "copy10.dat")
+    sidecar = tmp_path / "copies.csv"
+    sidecar.write_text("record,ecg\ncopy10,ptb-xl:10\n")
+    result = ingest([tmp_path / "lr", tmp_path / "hr"], tmp_path / "store",
+                    metadata=[ptbxl / "ptbxl_database.csv", sidecar], options=IngestOptions(workers=1))
+    stored = sorted(r for _, r, _, _ in _all_rows(Store(tmp_path / "store")))
+    assert stored == ["00009_hr", "00010_hr"]
+    reasons = {s["record_id"]: s["reason"] for s in result.manifest["skipped"]}
+    assert reasons["00009_lr"] == "another copy of ECG ptb-xl:9: kept 00009_hr (500 Hz) over this one (100 Hz)"
+    assert reasons["copy10"].startswith("another copy of ECG ptb-xl:10: kept 00010_hr (500 Hz)")
