@@ -3,6 +3,12 @@
 The text side is frozen and cached (``ecgtool embed-labels``), so the model only holds the
 text *projection*: a cached language-model vector goes in, a unit vector in the shared space
 comes out. The exact layer-by-layer definition is in ``docs/model.md``.
+
+Optionally the encoder begins with a fixed band-limit (``input_lowpass_hz``): a linear-phase FIR
+low-pass on every lead of the canonical 500 Hz input, then every ``input_decimation``-th sample.
+It has no trained parameter and is rebuilt from the config, so it travels with the weights and
+the bundle declares it in its input contract: a model trained on 100 Hz records resampled to
+500 Hz sees the same band in a 500 Hz record it is given later.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ class ModelConfig:
     stem_kernel: int = 7
     kernel: int = 3
     initial_temperature: float = INITIAL_TEMPERATURE
+    input_lowpass_hz: float | None = None
+    input_decimation: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -41,6 +49,58 @@ class ModelConfig:
         for key in ("widths", "blocks_per_stage"):
             values[key] = tuple(values[key])
         return cls(**values)
+
+
+# The band-limit's design: Kaiser-window FIR, 60 dB stopband, 10 Hz transition centred on the cutoff.
+BAND_LIMIT_ATTENUATION_DB = 60.0
+BAND_LIMIT_TRANSITION_HZ = 10.0
+
+
+class BandLimit(nn.Module):
+    """Fixed (untrained) linear-phase low-pass on every lead, then every ``decimation``-th sample.
+
+    ``(B, leads, n)`` at ``sampling_rate`` → ``(B, leads, ceil(n / decimation))``; the edges are
+    extended by reflection, and the filter is centred, so the output is not delayed.
+    """
+
+    def __init__(self, n_leads: int, sampling_rate: float, cutoff_hz: float, decimation: int):
+        super().__init__()
+        from scipy.signal import firwin, kaiserord
+
+        nyquist = sampling_rate / 2
+        if not 0 < cutoff_hz + BAND_LIMIT_TRANSITION_HZ / 2 <= nyquist:
+            raise ValueError(f"low-pass cutoff {cutoff_hz} Hz does not fit below {nyquist} Hz")
+        if decimation < 1 or cutoff_hz + BAND_LIMIT_TRANSITION_HZ / 2 > sampling_rate / decimation / 2 + 1e-9:
+            raise ValueError(f"decimation by {decimation} would alias a {cutoff_hz} Hz band")
+        n_taps, beta = kaiserord(BAND_LIMIT_ATTENUATION_DB, BAND_LIMIT_TRANSITION_HZ / nyquist)
+        n_taps |= 1  # odd: a centred, linear-phase filter
+        taps = firwin(n_taps, cutoff_hz, window=("kaiser", beta), fs=sampling_rate)
+        self.decimation = decimation
+        self.register_buffer("taps", torch.tensor(taps, dtype=torch.float32).repeat(n_leads, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        half = self.taps.shape[-1] // 2
+        padded = F.pad(x, (half, half), mode="reflect")
+        return F.conv1d(padded, self.taps.to(x.dtype), stride=self.decimation, groups=x.shape[1])
+
+
+def input_filters(config: ModelConfig, sampling_rate: float) -> list[dict]:
+    """What the encoder does to its input before the first trained layer, for the input contract."""
+    if config.input_lowpass_hz is None:
+        return []
+    band = BandLimit(config.n_leads, sampling_rate, config.input_lowpass_hz, config.input_decimation)
+    return [{
+        "type": "lowpass",
+        "applied_by": "the model (first layer of the ECG encoder, fixed, not trained)",
+        "design": f"FIR, Kaiser window, {BAND_LIMIT_ATTENUATION_DB:g} dB stopband, linear phase, centred",
+        "cutoff_hz": config.input_lowpass_hz,
+        "passband_edge_hz": config.input_lowpass_hz - BAND_LIMIT_TRANSITION_HZ / 2,
+        "stopband_edge_hz": config.input_lowpass_hz + BAND_LIMIT_TRANSITION_HZ / 2,
+        "taps": int(band.taps.shape[-1]),
+        "edges": "reflected",
+        "decimation": config.input_decimation,
+        "encoder_rate_hz": sampling_rate / config.input_decimation,
+    }]
 
 
 class BasicBlock1d(nn.Module):
@@ -70,8 +130,11 @@ class ResNet1d(nn.Module):
     """ResNet1d-18 by default: a stride-2 stem and max pool, four stages of two basic blocks
     (the last three halve the length), global average pooling. ``(B, 12, 5000)`` → ``(B, 512)``."""
 
-    def __init__(self, config: ModelConfig):
+    def __init__(self, config: ModelConfig, sampling_rate: float = 500.0):
         super().__init__()
+        self.band_limit = None
+        if config.input_lowpass_hz is not None:
+            self.band_limit = BandLimit(config.n_leads, sampling_rate, config.input_lowpass_hz, config.input_decimation)
         self.stem = nn.Sequential(
             nn.Conv1d(config.n_leads, config.widths[0], config.stem_kernel, 2, config.stem_kernel // 2, bias=False),
             nn.BatchNorm1d(config.widths[0]),
@@ -94,6 +157,8 @@ class ResNet1d(nn.Module):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.band_limit is not None:
+            x = self.band_limit(x)
         return self.stages(self.stem(x)).mean(dim=-1)
 
 
