@@ -244,11 +244,17 @@ def train(
     warmup_steps: int = typer.Option(0, "--warmup-steps"),
     schedule: str = typer.Option("linear", "--schedule", help="linear (decay to 0) or constant."),
     embed_dim: int = typer.Option(512, "--embed-dim", help="Shared ECG-text dimension."),
-    lang: str = typer.Option("ja", "--lang", help="Report language trained on: ja or en."),
+    lang: str = typer.Option("ja", "--lang", help="Report language trained on: ja, en, or both (each record's prompt in either, drawn per step)."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32."),
     seed: int = typer.Option(0, "--seed"),
     checkpoint_every_steps: int = typer.Option(0, "--checkpoint-every-steps", help="Also checkpoint every N steps (0: per epoch only)."),
     mask_same_text: bool = typer.Option(False, "--mask-same-text", help="Remove same-report pairs from the negatives (off: the paper's loss)."),
+    mask_implied_texts: bool = typer.Option(False, "--mask-implied-texts", help="Remove from the negatives every text whose findings all belong to the record (implies --mask-same-text's rule)."),
+    label_prompt_prob: float = typer.Option(0.0, "--label-prompt-prob", help="Probability of pairing a record with the label prompt of one of its findings instead of its report prompt."),
+    augment: bool = typer.Option(False, "--augment", help="Signal augmentation: amplitude, noise, baseline wander, time shift, lead masking (docs/train.md)."),
+    input_lowpass_hz: Optional[float] = typer.Option(None, "--input-lowpass-hz", help="Fixed FIR low-pass inside the model, applied to the 500 Hz input (e.g. 40; default: none, the paper's)."),
+    input_decimation: int = typer.Option(1, "--input-decimation", help="Keep every N-th sample after the low-pass (e.g. 5: the encoder runs at 100 Hz)."),
+    select_by: str = typer.Option("val_loss", "--select-by", help="The epoch exported as best: lowest val_loss, or highest val_macro_auroc, val_top1 or val_top5."),
     max_records: Optional[int] = typer.Option(None, "--max-records", help="Train on the first N labelled training records only."),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     stream: str = typer.Option("auto", "--stream", help="auto: read batches from the shards only when the split does not fit in memory; always; never."),
@@ -268,7 +274,8 @@ def train(
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, beta1=beta1, beta2=beta2, eps=eps,
         max_grad_norm=max_grad_norm, warmup_steps=warmup_steps, schedule=schedule, embed_dim=embed_dim, lang=lang,
         precision=precision, seed=seed, checkpoint_every_steps=checkpoint_every_steps, mask_same_text=mask_same_text,
-        max_records=max_records, device=device, stream=stream, loader_workers=loader_workers,
+        mask_implied_texts=mask_implied_texts, label_prompt_prob=label_prompt_prob, augment=augment,
+        input_lowpass_hz=input_lowpass_hz, input_decimation=input_decimation, select_by=select_by, max_records=max_records, device=device, stream=stream, loader_workers=loader_workers,
     )
     main_process = context_from_environment().is_main
     with rate_progress("train", "steps") as show:

@@ -28,10 +28,12 @@ from torch.nn.parallel import DistributedDataParallel
 from ecgtool import __version__
 from ecgtool.distributed import DistributedContext, context_from_environment, convert_batchnorm_for_ranks, init_distributed
 from ecgtool.errors import EcgToolError
+from ecgtool.augment import SignalAugment, augment_signals, step_generator
 from ecgtool.loss import ClipLoss
-from ecgtool.metrics import per_label_topk
-from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig
+from ecgtool.metrics import auroc, per_label_topk
+from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig, input_filters
 from ecgtool.registry import Registry, load_registry
+from ecgtool.signal import SAMPLING_RATE
 from ecgtool.store import Store
 from ecgtool.training_data import (
     SplitData,
@@ -41,13 +43,19 @@ from ecgtool.training_data import (
     load_split,
     load_text_cache,
     split_fits_in_memory,
+    training_languages,
 )
+from ecgtool.training_text import choose_texts
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
 METRICS_LOG = "metrics.jsonl"
 BUNDLE = "bundle"
+# What --select-by may name: the epoch kept as best.pt (and exported) is the one that minimises
+# val_loss, or maximises one of the others.
+SELECTION_FIGURES = ("val_loss", "val_macro_auroc", "val_top1", "val_top5")
+HIGHER_IS_BETTER = ("val_macro_auroc", "val_top1", "val_top5")
 
 
 class TrainError(EcgToolError):
@@ -74,6 +82,12 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every_steps: int = 0
     mask_same_text: bool = False
+    mask_implied_texts: bool = False
+    label_prompt_prob: float = 0.0
+    augment: bool = False
+    input_lowpass_hz: float | None = None
+    input_decimation: int = 1
+    select_by: str = "val_loss"
     max_records: int | None = None
     device: str = "auto"
     stream: str = "auto"
@@ -158,11 +172,19 @@ def train(
     if len(train_data) < config.batch_size:
         raise TrainError(f"{store.directory}: {len(train_data)} training records, fewer than one batch of {config.batch_size}")
     train_data = train_data.to(device) if _fits_on(device, train_data) else train_data
-    label_rows = torch.tensor(cache.label_rows(registry, config.lang))
+    label_rows = torch.tensor([cache.label_rows(registry, lang) for lang in training_languages(config.lang)])
+    if config.select_by not in SELECTION_FIGURES:
+        raise TrainError(f"select-by must be one of {', '.join(SELECTION_FIGURES)}, got {config.select_by!r}")
+    if not 0.0 <= config.label_prompt_prob <= 1.0:
+        raise TrainError(f"label prompt probability must be between 0 and 1, got {config.label_prompt_prob}")
 
     _seed_everything(config.seed)
-    model_config = ModelConfig(text_dim=int(cache.vectors.shape[1]), embed_dim=config.embed_dim)
-    model = EcgTextModel(model_config).to(device)
+    model_config = ModelConfig(text_dim=int(cache.vectors.shape[1]), embed_dim=config.embed_dim,
+                               input_lowpass_hz=config.input_lowpass_hz, input_decimation=config.input_decimation)
+    try:
+        model = EcgTextModel(model_config).to(device)
+    except ValueError as error:
+        raise TrainError(f"input band-limit: {error}") from None
     if context.is_distributed:
         model = convert_batchnorm_for_ranks(model, device).to(device)
     optimizer = _optimizer(model, config)
@@ -179,7 +201,8 @@ def train(
     if context.is_main:
         checkpoint_dir.mkdir(parents=True, exist_ok=True)
     trained = DistributedDataParallel(model) if context.is_distributed else model
-    loss_fn = ClipLoss(mask_same_text=config.mask_same_text)
+    loss_fn = ClipLoss(mask_same_text=config.mask_same_text, mask_implied_texts=config.mask_implied_texts)
+    augment = SignalAugment() if config.augment else None
     autocast_dtype = config.autocast_dtype(device)
     board = _tensorboard(out_dir) if context.is_main else None
 
@@ -192,9 +215,23 @@ def train(
         batches = _local_batches(order, state.step_in_epoch, steps_per_epoch, config.batch_size, context)
         for local, signals in zip(batches, _batch_signals(train_data, batches, config, device)):
             started = time.perf_counter()
-            text_rows = train_data.text_index[local.to(train_data.text_index.device)]
-            loss = _train_step(trained, loss_fn, optimizer, scheduler, signals, train_data.text_vectors[text_rows],
-                               text_rows, context, config, device, autocast_dtype)
+            step = state.step_in_epoch
+            global_batch = order[step * config.batch_size:(step + 1) * config.batch_size]
+            mine = slice(context.rank * len(local), (context.rank + 1) * len(local))
+            # Drawn for the whole global batch on every rank, then sliced: one step of N ranks
+            # draws what one process would.
+            text_rows, text_findings = choose_texts(
+                train_data.findings[global_batch.to(train_data.findings.device)],
+                train_data.text_index[global_batch.to(train_data.text_index.device)],
+                label_rows, config.label_prompt_prob, step_generator(config.seed, state.epoch, step, 1))
+            text_rows, text_findings = text_rows[mine], text_findings[mine]
+            if augment is not None:
+                signals = augment_signals(signals, augment, step_generator(config.seed, state.epoch, step, 2),
+                                          SAMPLING_RATE, global_batch=len(global_batch), offset=mine.start)
+            record_findings = train_data.findings[local.to(train_data.findings.device)]
+            loss = _train_step(trained, loss_fn, optimizer, scheduler, signals,
+                               train_data.text_vectors[text_rows.to(train_data.text_vectors.device)],
+                               text_rows, context, config, device, autocast_dtype, record_findings, text_findings)
             epoch_losses.append(loss)
             state.last_loss = loss
             state.step_in_epoch += 1
@@ -226,9 +263,12 @@ def train(
                 for key, value in record.items():
                     board.add_scalar(key, value, state.global_step)
                 board.flush()
-        improved = val_data is not None and record["val_loss"] < state.best_val_loss
+        # best_val_loss holds the selection figure, negated when higher is better
+        figure = record.get(config.select_by, math.nan) if val_data is not None else math.nan
+        figure = -figure if config.select_by in HIGHER_IS_BETTER else figure
+        improved = val_data is not None and figure < state.best_val_loss
         if improved:
-            state.best_val_loss = record["val_loss"]
+            state.best_val_loss = figure
         _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
         if improved or val_data is None:
             _save(checkpoint_dir / BEST, model, optimizer, scheduler, state, metadata, context)
@@ -269,11 +309,11 @@ def _batch_signals(data: SplitData, batches: list[torch.Tensor], config: TrainCo
 
 def _train_step(trained, loss_fn, optimizer, scheduler, signals: torch.Tensor, text_vectors: torch.Tensor,
                 text_rows: torch.Tensor, context: DistributedContext, config: TrainConfig, device: torch.device,
-                autocast_dtype) -> float:
+                autocast_dtype, record_findings: torch.Tensor, text_findings: torch.Tensor) -> float:
     text_vectors = text_vectors.to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
         ecg, text, scale = trained(signals, text_vectors)
-        loss = loss_fn(ecg, text, scale, context, text_rows.to(device))
+        loss = loss_fn(ecg, text, scale, context, text_rows.to(device), record_findings.to(device), text_findings.to(device))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.max_grad_norm:
@@ -289,33 +329,49 @@ def _train_step(trained, loss_fn, optimizer, scheduler, signals: torch.Tensor, t
 @torch.no_grad()
 def evaluate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, config: TrainConfig,
              device: torch.device, autocast_dtype=None) -> dict:
-    """Validation loss (plain, batches of the training batch size) and per-label top-1/top-5."""
+    """Validation loss (plain, batches of the training batch size), per-label top-1/top-5 and
+    macro AUROC over the findings with at least 10 positives, in each training language
+    (``val_loss_ja`` …) and averaged over them (``val_loss`` …, which picks the best epoch)."""
     was_training = model.training
     model.eval()
-    losses, weights, embeddings = [], [], []
+    langs = data.langs
+    label_rows = label_rows.reshape(len(langs), -1)  # one row of 98 label-prompt rows per language
+    losses = {lang: [] for lang in langs}
+    weights, embeddings = [], []
     loss_fn = ClipLoss()
     reader = StreamedSignals(data.locations) if data.streamed else None
     for start in range(0, len(data), config.batch_size):
         index = torch.arange(start, min(start + config.batch_size, len(data)))
         samples = reader[index.tolist()] if reader is not None else data.signals[index.to(data.signals.device)]
         signals = samples.to(device, torch.float32)
-        text_vectors = data.text_vectors[data.text_index[index.to(data.text_index.device)]].to(device)
+        rows = data.text_index[index.to(data.text_index.device)]
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            ecg, text, scale = model(signals, text_vectors)
+            ecg = model.encode_ecg(signals)
             if len(index) > 1:
-                losses.append(float(loss_fn(ecg, text, scale)))
+                for j, lang in enumerate(langs):
+                    text = model.encode_text(data.text_vectors[rows[:, j]].to(device))
+                    losses[lang].append(float(loss_fn(ecg, text, model.clamped_logit_scale())))
                 weights.append(len(index))
         embeddings.append(ecg.float())
-    labels = model.encode_text(data.text_vectors[label_rows.to(data.text_vectors.device)].to(device)).float()
-    similarity = (torch.cat(embeddings) @ labels.T).cpu().numpy()
-    topk = per_label_topk(similarity, data.findings.cpu().numpy())
+    ecg = torch.cat(embeddings)
+    truth = data.findings.cpu().numpy().astype(bool)
+    record: dict = {}
+    for j, lang in enumerate(langs):
+        labels = model.encode_text(data.text_vectors[label_rows[j].to(data.text_vectors.device)].to(device)).float()
+        similarity = (ecg @ labels.T).cpu().numpy()
+        topk = per_label_topk(similarity, truth)
+        aurocs = [auroc(similarity[:, k], truth[:, k]) for k in range(truth.shape[1]) if truth[:, k].sum() >= 10]
+        record.update({
+            f"val_loss_{lang}": float(np.average(losses[lang], weights=weights)) if losses[lang] else float("nan"),
+            f"val_top1_{lang}": topk["top1"],
+            f"val_top5_{lang}": topk["top5"],
+            f"val_macro_auroc_{lang}": float(np.nanmean(aurocs)) if aurocs else float("nan"),
+        })
+        record["val_pairs"] = topk["pairs"]
+    for key in ("val_loss", "val_top1", "val_top5", "val_macro_auroc"):
+        record[key] = float(np.mean([record[f"{key}_{lang}"] for lang in langs]))
     model.train(was_training)
-    return {
-        "val_loss": float(np.average(losses, weights=weights)) if losses else float("nan"),
-        "val_top1": topk["top1"],
-        "val_top5": topk["top5"],
-        "val_pairs": topk["pairs"],
-    }
+    return record
 
 
 def _load_val(store: Store, cache: TextCache, config: TrainConfig, with_signals: bool) -> SplitData | None:
@@ -394,6 +450,7 @@ def _metadata(config: TrainConfig, model_config: ModelConfig, store: Store, cach
                 for key in ("model_path", "model_fingerprint", "pooling", "layer", "dtype")
             },
             "text_language": config.lang,
+            "filters": list(store.contract.get("filters", [])) + input_filters(model_config, SAMPLING_RATE),
         },
         "registry": {"version": registry.version, "hash": registry.hash},
         "text_cache_fingerprint": cache.metadata.get("model_fingerprint"),

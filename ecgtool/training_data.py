@@ -1,6 +1,7 @@
 """A split of the store paired with cached text vectors, held in memory for training.
 
-Each record is paired with the cached vector of its own report prompt in the training language.
+Each record is paired with the cached vector of its own report prompt in each training language
+(``text_index[i, j]``: the prompt of record ``i`` in the ``j``-th language).
 When the split fits in memory it is loaded once (float16 samples, as stored) and batches are
 taken by index, on the GPU when it fits there: no DataLoader, no per-step read from disk.
 Otherwise the samples stay in the shards and worker processes read each batch ahead of its step.
@@ -66,7 +67,7 @@ def load_text_cache(directory: str | Path) -> TextCache:
 @dataclass
 class SplitData:
     """One split: ``signals[i]`` (or the HDF5 row ``locations[i]`` when streamed) pairs with
-    ``text_vectors[text_index[i]]``."""
+    ``text_vectors[text_index[i, j]]``, its prompt in ``langs[j]``."""
 
     record_ids: list[str]
     signals: torch.Tensor | None
@@ -75,6 +76,7 @@ class SplitData:
     text_vectors: torch.Tensor
     dropped_unlabelled: int
     locations: list[tuple[str, int]] | None = None
+    langs: tuple[str, ...] = ("ja",)
 
     def __len__(self) -> int:
         return len(self.record_ids)
@@ -92,6 +94,7 @@ class SplitData:
             self.text_vectors.to(device),
             self.dropped_unlabelled,
             self.locations,
+            self.langs,
         )
 
 
@@ -155,35 +158,48 @@ def split_fits_in_memory(store: Store, split: str, fraction: float = 0.5) -> boo
     return needed < fraction * available
 
 
+def training_languages(lang: str) -> tuple[str, ...]:
+    """``ja``, ``en`` or ``both`` (a record's prompt in either language, drawn per step)."""
+    if lang == "both":
+        return ("ja", "en")
+    if lang not in ("ja", "en"):
+        raise TrainingDataError(f"language must be ja, en or both, got {lang!r}")
+    return (lang,)
+
+
 def load_split(
     store: Store, split: str, cache: TextCache, lang: str, max_records: int | None = None, with_signals: bool = True
 ) -> SplitData:
-    """Read ``split`` of ``store`` and pair each record with its ``lang`` prompt vector.
+    """Read ``split`` of ``store`` and pair each record with its prompt vector in each language of
+    ``lang`` (``ja``, ``en`` or ``both``).
 
     Records without findings (no prompt) are dropped and counted; a prompt missing from the
     cache is an error naming the record. With ``with_signals=False`` the samples stay on disk
     and ``locations`` says where each record's are (see ``StreamedSignals``).
     """
+    langs = training_languages(lang)
     record_ids: list[str] = []
     signals: list[np.ndarray] = []
     findings: list[np.ndarray] = []
-    text_index: list[int] = []
+    text_index: list[list[int]] = []
     locations: list[tuple[str, int]] = []
     dropped = 0
-    prompt_field = f"prompt_{lang}"
     for path in store.shard_paths(split):
         shard = read_shard(path, with_signal=with_signals)
-        prompts = getattr(shard, prompt_field)
-        keep = [i for i, prompt in enumerate(prompts) if prompt]
-        dropped += len(prompts) - len(keep)
+        prompts = {lang: getattr(shard, f"prompt_{lang}") for lang in langs}
+        keep = [i for i in range(len(shard.record_id)) if all(prompts[lang][i] for lang in langs)]
+        dropped += len(shard.record_id) - len(keep)
         for i in keep:
-            row = cache.row_of(prompts[i], lang)
-            if row is None:
-                raise TrainingDataError(
-                    f"{cache.directory}: no vector for the prompt of record {shard.record_id[i]} "
-                    f"({prompts[i]!r}); run `ecgtool embed-labels` on this store"
-                )
-            text_index.append(row)
+            rows = []
+            for lang in langs:
+                row = cache.row_of(prompts[lang][i], lang)
+                if row is None:
+                    raise TrainingDataError(
+                        f"{cache.directory}: no vector for the {lang} prompt of record {shard.record_id[i]} "
+                        f"({prompts[lang][i]!r}); run `ecgtool embed-labels --lang {'both' if len(langs) > 1 else lang}` on this store"
+                    )
+                rows.append(row)
+            text_index.append(rows)
         record_ids.extend(shard.record_id[i] for i in keep)
         locations.extend((str(path), i) for i in keep)
         if with_signals:
@@ -202,4 +218,5 @@ def load_split(
         text_vectors=torch.from_numpy(cache.vectors),
         dropped_unlabelled=dropped,
         locations=locations[:n],
+        langs=langs,
     )

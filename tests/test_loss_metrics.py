@@ -58,3 +58,24 @@ def test_per_label_topk_counts_pairs_as_the_paper_does():
     assert result["per_label"][0] == {"count": 2, "top1": 50.0, "top2": 100.0}
     assert result["per_label"][2] == {"count": 1, "top1": 0.0, "top2": 0.0}
     assert result["per_label"][1]["count"] == 0 and math.isnan(result["per_label"][1]["top1"])
+
+
+def test_masking_implied_texts_removes_exactly_the_texts_true_of_another_record():
+    ecg, text = _unit(4, 16, 4), _unit(4, 16, 5)
+    # record findings (multi-hot over 3 findings) and the findings each record's text states
+    records = torch.tensor([[1, 1, 0], [1, 0, 0], [0, 0, 1], [1, 0, 1]], dtype=torch.bool)
+    texts = torch.tensor([[1, 0, 0], [1, 0, 0], [0, 0, 1], [0, 1, 0]], dtype=torch.bool)
+    scale = torch.tensor(10.0)
+    masked = ClipLoss(mask_implied_texts=True)(ecg, text, scale, record_findings=records, text_findings=texts)
+    # text j is true of record i (i != j) when texts[j] <= records[i]:
+    # texts 0 and 1 ({0}) are true of records 0, 1, 3; text 2 ({2}) of records 2, 3; text 3 ({1}) of record 0.
+    blocked = scale * ecg @ text.T
+    for i, j in [(0, 1), (1, 0), (3, 0), (3, 1), (3, 2), (0, 3)]:
+        blocked[i, j] = float("-inf")
+    targets = torch.arange(4)
+    expected = (F.cross_entropy(blocked, targets) + F.cross_entropy(blocked.T, targets)) / 2
+    assert torch.isclose(masked, expected)
+    # Disjoint finding sets: nothing is implied, the plain loss.
+    eye = torch.eye(4, dtype=torch.bool)
+    assert torch.isclose(ClipLoss(mask_implied_texts=True)(ecg, text, scale, record_findings=eye, text_findings=eye),
+                         ClipLoss()(ecg, text, scale))

@@ -103,6 +103,22 @@ def test_resume_after_stop_reaches_the_uninterrupted_weights(store_and_cache, tm
         train(store_dir, cache_dir, tmp_path / "resumed", _config(lr=5e-4), resume=True)
 
 
+def test_resume_is_exact_with_both_languages_label_prompts_augmentation_and_band_limit(store_and_cache, tmp_path):
+    store_dir, cache_dir = store_and_cache
+    config = _config(lang="both", label_prompt_prob=0.5, mask_implied_texts=True, augment=True,
+                     input_lowpass_hz=40.0, input_decimation=5)
+    straight = train(store_dir, cache_dir, tmp_path / "straight", config)
+    first = train(store_dir, cache_dir, tmp_path / "resumed", config, stop_after_steps=2)
+    assert first.state.step_in_epoch == 2
+    resumed = train(store_dir, cache_dir, tmp_path / "resumed", config, resume=True)
+    _assert_same_weights(_weights(straight.last_checkpoint), _weights(resumed.last_checkpoint))
+    record = straight.state.history[-1]
+    assert {"val_macro_auroc_ja", "val_macro_auroc_en", "val_top1_ja", "val_top1_en"} <= record.keys()
+    # the band-limit is declared in the contract the checkpoint (and so the bundle) carries
+    filters = torch.load(straight.last_checkpoint, weights_only=False)["metadata"]["input_contract"]["filters"]
+    assert [f["cutoff_hz"] for f in filters] == [40.0] and filters[0]["decimation"] == 5
+
+
 def test_streaming_from_the_shards_equals_training_in_memory(store_and_cache, tmp_path):
     store_dir, cache_dir = store_and_cache
     in_memory = train(store_dir, cache_dir, tmp_path / "memory", _config(stream="never"))
