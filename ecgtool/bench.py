@@ -111,6 +111,14 @@ def _check_inputs(bundle: Bundle, store: Store, registry: Registry, split: str, 
             raise BenchError(f"{bundle.directory}: no {lang} label prompt vectors in this bundle")
 
 
+# Macro AUROC is the mean over findings with at least this many positives in the split (fewer make
+# a finding's AUROC too uncertain to average); the findings with WEAK_MIN_POSITIVES or more whose
+# AUROC is below WEAK_AUROC are listed by name.
+MIN_AUROC_POSITIVES = 10
+WEAK_MIN_POSITIVES = 20
+WEAK_AUROC = 0.75
+
+
 def _per_label(similarity: dict[str, np.ndarray], findings: np.ndarray, registry: Registry, most_confused: int) -> dict:
     paper = published_per_label()
     measured = {}
@@ -133,10 +141,19 @@ def _per_label(similarity: dict[str, np.ndarray], findings: np.ndarray, registry
             }
         labels.append(row)
     overall = {"paper": paper["all labels"], "ours": {}}
-    for lang, (topk, macro, per_label_auroc, _) in measured.items():
+    counts = findings.sum(axis=0)
+    for lang, (topk, macro_all, per_label_auroc, _) in measured.items():
+        counted = [value for value, count in zip(per_label_auroc, counts) if count >= MIN_AUROC_POSITIVES and not math.isnan(value)]
         overall["ours"][lang] = {
-            "pairs": topk["pairs"], "top1": topk["top1"], "top5": topk["top5"], "macro_auroc": macro,
-            "auroc_labels": int(sum(not math.isnan(value) for value in per_label_auroc)),
+            "pairs": topk["pairs"], "top1": topk["top1"], "top5": topk["top5"],
+            "macro_auroc": float(np.mean(counted)) if counted else float("nan"),
+            "auroc_labels": len(counted),
+            "macro_auroc_all_defined": macro_all,
+            "auroc_labels_all_defined": int(sum(not math.isnan(value) for value in per_label_auroc)),
+            f"below_{WEAK_AUROC:g}_with_{WEAK_MIN_POSITIVES}_positives": [
+                registry.findings[j].id for j, (value, count) in enumerate(zip(per_label_auroc, counts))
+                if count >= WEAK_MIN_POSITIVES and value < WEAK_AUROC
+            ],
         }
     return {"all": overall, "labels": labels}
 

