@@ -1,6 +1,6 @@
 """The label registry: the 98 findings, their names, superset classes and vocabularies.
 
-The registry lives in one YAML file (``ecgtool/labels/findings.yaml``). Its finding order is
+The registry lives in one YAML file (``labels/findings.yaml``). Its finding order is
 the multi-hot index order, so it is validated strictly on load and identified by a content
 hash that checkpoints can record. See ``docs/registry.md`` for the schema and the clinical
 decisions behind the mappings.
@@ -428,7 +428,7 @@ def load_registry(path: str | Path | None = None) -> Registry:
     Parameters
     ----------
     path : str or pathlib.Path, optional
-        A registry YAML file. None loads the packaged ``ecgtool/labels/findings.yaml``
+        A registry YAML file. None loads the packaged ``labels/findings.yaml``
         (read once and cached).
 
     Returns
@@ -452,9 +452,9 @@ def load_registry(path: str | Path | None = None) -> Registry:
 
 @functools.lru_cache(maxsize=1)
 def _load_packaged_registry() -> Registry:
-    resource = resources.files(__package__ or "ecgtool").joinpath("labels").joinpath(
-        "findings.yaml"
-    )
+    # labels/findings.yaml at the top of the repository, mapped into the package as
+    # ecgtool.labels at build time (pyproject.toml: package-dir), so wheels ship it.
+    resource = resources.files("ecgtool.labels").joinpath("findings.yaml")
     return _parse_registry(resource.read_text(encoding="utf-8"), Path(str(resource)))
 
 

@@ -612,3 +612,21 @@ def test_missing_version_is_rejected(registry_text, tmp_path):
 def test_missing_file_is_a_registry_error(tmp_path):
     with pytest.raises(RegistryError, match="cannot read"):
         load_registry(tmp_path / "absent.yaml")
+
+
+def test_the_built_wheel_ships_the_top_level_registry_as_ecgtool_labels(tmp_path):
+    """labels/findings.yaml is the one source; the build maps it into the package."""
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                            "-w", str(tmp_path), str(repo)], capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = tmp_path.glob("ecgtool-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.read("ecgtool/labels/findings.yaml")
+        names = archive.namelist()
+    assert shipped == (repo / "labels" / "findings.yaml").read_bytes()
+    assert "ecgtool/models/default/model.safetensors" in names and not any(n.startswith("labels/") for n in names)

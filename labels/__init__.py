@@ -1,0 +1,1 @@
+"""The label registry (findings.yaml), installed as ``ecgtool.labels``: see pyproject.toml."""
