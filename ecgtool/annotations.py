@@ -68,15 +68,33 @@ def record_key(name: str) -> str:
 
 
 def load_annotations(paths: list[Path]) -> dict[str, Annotation]:
-    """Read every table in ``paths`` into record id → ``Annotation`` (tables merged in order)."""
+    """Read every table in ``paths`` into record id → ``Annotation`` (tables merged in order).
+
+    Tables that disagree on a record's patient, split or ECG are refused, naming the record and
+    both tables: which one is right decides whether a patient leaks into the test split, and no
+    rule can guess it.
+    """
     merged: dict[str, Annotation] = {}
+    source: dict[str, Path] = {}
     for path in paths:
         for key, annotation in _read_table(Path(path)).items():
             if key in merged:
+                _refuse_conflict(key, merged[key], annotation, source[key], Path(path))
                 merged[key].merge(annotation)
             else:
                 merged[key] = annotation
+                source[key] = Path(path)
     return merged
+
+
+def _refuse_conflict(key: str, first: Annotation, second: Annotation, first_path: Path, second_path: Path) -> None:
+    for what in ("patient_id", "split", "ecg"):
+        a, b = getattr(first, what), getattr(second, what)
+        if a is not None and b is not None and a != b:
+            raise AnnotationError(
+                f"{second_path}: record {key} has {what.replace('_id', '')} {b!r}, but {first_path} gives {a!r}; "
+                "correct one table (the tables must agree on patients, splits and ECG ids)"
+            )
 
 
 def _read_table(path: Path) -> dict[str, Annotation]:
@@ -106,8 +124,27 @@ def _read_csv_rows(path: Path) -> list[dict[str, str]]:
             continue
     else:
         raise AnnotationError(f"{path}: neither UTF-8 nor Shift_JIS text")
-    reader = csv.DictReader(io.StringIO(text))
-    return [{(k or "").strip().lower(): (v or "").strip() for k, v in row.items()} for row in reader]
+    # strict: an unbalanced quote is an error, not the rest of the file swallowed into one cell
+    reader = csv.reader(io.StringIO(text), strict=True)
+    rows: list[list[str]] = []
+    start = 1
+    try:
+        for row in reader:
+            rows.append(row)
+            start = reader.line_num + 1
+    except csv.Error as error:
+        raise AnnotationError(f"{path}:{start}: malformed CSV ({error}); an unbalanced quote starts here?") from None
+    if not rows:
+        return []
+    header = [name.strip().lower() for name in rows[0]]
+    table = []
+    for number, row in enumerate(rows[1:], start=2):
+        if not any(cell.strip() for cell in row):
+            continue  # blank line
+        if len(row) > len(header):
+            raise AnnotationError(f"{path}: row {number} has {len(row)} cells, the header {len(header)}")
+        table.append({name: (row[i] if i < len(row) else "").strip() for i, name in enumerate(header) if name})
+    return table
 
 
 def _read_ptbxl_rows(rows: list[dict[str, str]], path: Path) -> dict[str, Annotation]:

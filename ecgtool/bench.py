@@ -62,11 +62,14 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
         embeddings, findings, record_ids = embed_split(bundle, store, split, device=device)
     except EcgToolError as error:
         raise BenchError(str(error)) from None
+    if not findings.any():
+        raise BenchError(f"{store.directory}: the {split} split has {len(record_ids)} records but no record with a finding "
+                         "(ingest it with --metadata or a sidecar that gives findings)")
     embeddings_tensor = torch.from_numpy(embeddings).to(device)
     label_similarity = {lang: bundle_scores(bundle, embeddings_tensor, lang)[0] for lang in languages}
     result = {
         "bench_format_version": BENCH_FORMAT_VERSION,
-        "model": str(bundle.directory),
+        "model": _model_name(bundle),
         "store": str(store.directory),
         "split": split,
         "records": len(record_ids),
@@ -81,6 +84,16 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
     }
     result["headline"] = headline_figures(result)
     return _none_for_nan(result)
+
+
+def _model_name(bundle: Bundle) -> str:
+    """The bundle as a reader can find it on another machine: the shipped one by name, others
+    by the path given (no absolute path of this machine in a baseline file)."""
+    from ecgtool.predict import DEFAULT_BUNDLE
+
+    if Path(bundle.directory).resolve() == Path(DEFAULT_BUNDLE).resolve():
+        return "ecgtool/models/default (shipped)"
+    return str(bundle.directory)
 
 
 def _none_for_nan(value):
@@ -104,6 +117,7 @@ def _check_inputs(bundle: Bundle, store: Store, registry: Registry, split: str, 
         raise BenchError(f"{bundle.directory}: built with registry {bundle.description['registry']['hash']}, this installation has {registry.hash}")
     if store.counts().get(split, {}).get("records", 0) == 0:
         raise BenchError(f"{store.directory}: the {split} split is empty (nothing to benchmark)")
+    store.verify(split)
     for lang in languages:
         if lang not in LANGUAGES:
             raise BenchError(f"--lang {lang}: expected ja, en or both")

@@ -22,11 +22,12 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ecgtool import __version__
+from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.errors import EcgToolError
 from ecgtool.model import EcgTextModel, ModelConfig, ResNet1d
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import CANONICAL_FORM_VERSION
-from ecgtool.store import write_json_atomic
+from ecgtool.store import file_sha256, write_json_atomic
 from ecgtool.training_data import TextCache, load_text_cache
 
 BUNDLE_FORMAT_VERSION = 1
@@ -42,6 +43,15 @@ class BundleError(EcgToolError):
 
 def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str | Path,
                   registry: Registry | None = None, dtype: torch.dtype = torch.float16) -> Path:
+    """``_export_bundle`` holding the bundle directory's lock (one writer at a time)."""
+    from ecgtool.output_lock import exclusive_output
+
+    with exclusive_output(out_dir, is_directory=True):
+        return _export_bundle(checkpoint, text_cache, out_dir, registry, dtype)
+
+
+def _export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str | Path,
+                   registry: Registry | None = None, dtype: torch.dtype = torch.float16) -> Path:
     """Write a bundle from a training checkpoint and the text cache it was trained with.
 
     The label and superset prompts of both languages are projected once here, so that loading
@@ -49,7 +59,7 @@ def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str |
     """
     registry = registry or load_registry()
     checkpoint, out_dir = Path(checkpoint), Path(out_dir)
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    payload = load_checkpoint(checkpoint)
     metadata = payload["metadata"]
     cache = load_text_cache(text_cache)
     if cache.metadata.get("model_fingerprint") != metadata.get("text_cache_fingerprint"):
@@ -95,6 +105,11 @@ def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_safetensors(weights, out_dir / MODEL_WEIGHTS)
     _save_safetensors({k: v.contiguous() for k, v in text.items()}, out_dir / TEXT_VECTORS)
+    # What load_bundle checks the files against: their bytes and every tensor's shape.
+    description["files"] = {
+        name: {"sha256": file_sha256(out_dir / name), "tensors": {k: list(v.shape) for k, v in tensors.items()}}
+        for name, tensors in ((MODEL_WEIGHTS, weights), (TEXT_VECTORS, text))
+    }
     write_json_atomic(out_dir / BUNDLE_JSON, description)
     return out_dir
 
@@ -169,13 +184,45 @@ def load_bundle(directory: str | Path, registry: Registry | None = None) -> Bund
     config = ModelConfig.from_dict(description["model"])
     encoder = ResNet1d(config)
     projection = torch.nn.Linear(encoder.out_features, config.embed_dim, bias=False)
-    weights = load_file(str(directory / MODEL_WEIGHTS))
-    encoder.load_state_dict({k.removeprefix("ecg_encoder."): v.float() for k, v in weights.items() if k.startswith("ecg_encoder.")})
-    projection.load_state_dict({k.removeprefix("ecg_projection."): v.float() for k, v in weights.items() if k.startswith("ecg_projection.")})
+    weights = _load_checked(directory, MODEL_WEIGHTS, description)
+    try:
+        encoder.load_state_dict({k.removeprefix("ecg_encoder."): v.float() for k, v in weights.items() if k.startswith("ecg_encoder.")})
+        projection.load_state_dict({k.removeprefix("ecg_projection."): v.float() for k, v in weights.items() if k.startswith("ecg_projection.")})
+    except RuntimeError as error:
+        raise BundleError(f"{directory / MODEL_WEIGHTS}: does not fit the model bundle.json describes "
+                          f"({str(error).splitlines()[0][:160]})") from None
     encoder.eval()
     projection.eval()
-    text = {k: v.float() for k, v in load_file(str(directory / TEXT_VECTORS)).items()}
+    text = {k: v.float() for k, v in _load_checked(directory, TEXT_VECTORS, description).items()}
+    for key, vectors in text.items():
+        expected = len(description["findings"]) if key.startswith("label/") else len(description["supersets"].get(key.split("/")[1], []))
+        if vectors.ndim != 2 or vectors.shape != (expected, config.embed_dim) or not torch.isfinite(vectors).all():
+            raise BundleError(f"{directory / TEXT_VECTORS}: {key} holds {tuple(vectors.shape)} vectors, "
+                              f"expected {expected} finite vectors of {config.embed_dim}")
     return Bundle(directory, description, encoder, projection, text)
+
+
+def _load_checked(directory: Path, name: str, description: dict) -> dict:
+    """A bundle's safetensors file, checked against the checksum and shapes bundle.json records
+    (bundles exported before those were recorded are loaded as they are)."""
+    path = directory / name
+    recorded = description.get("files", {}).get(name)
+    if not path.is_file():
+        raise BundleError(f"{path}: missing from the bundle")
+    if recorded is not None and file_sha256(path) != recorded["sha256"]:
+        raise BundleError(f"{path}: does not match the checksum in {BUNDLE_JSON} (damaged or replaced)")
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:  # safetensors raises its own error type for a cut or foreign file
+        raise BundleError(f"{path}: not a readable safetensors file ({str(error).splitlines()[0][:120]})") from None
+    if recorded is not None:
+        shapes = {k: list(v.shape) for k, v in tensors.items()}
+        if shapes != recorded["tensors"]:
+            raise BundleError(f"{path}: its tensors differ from those {BUNDLE_JSON} lists")
+    for key, value in tensors.items():
+        if value.is_floating_point() and not torch.isfinite(value).all():
+            raise BundleError(f"{path}: {key} holds NaN or infinite values")
+    return tensors
 
 
 def bundle_scores(bundle: Bundle, embeddings: torch.Tensor, lang: str, superset: str | None = None) -> tuple[np.ndarray, np.ndarray]:

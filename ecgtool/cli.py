@@ -8,11 +8,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from ecgtool.devices import resolve_device
 from ecgtool.errors import EcgToolError
 
 app = typer.Typer(
@@ -34,17 +37,34 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks inst
 
 
 def one_line_errors(command):
-    """Turn library errors into ``error: <file>: <what is wrong>`` and exit code 1."""
+    """No traceback reaches the user without ``--debug``: library errors become
+    ``error: <file>: <what is wrong>`` and exit code 1; a failing file operation (disk full,
+    permission, missing folder) names the file and the cause; Ctrl-C says how to resume
+    (exit 130); anything else is reported in one line as a bug."""
+
+    def fail(message: str, code: int = 1):
+        console.print(f"[red]error:[/red] {message}", highlight=False, soft_wrap=True, markup=True)
+        raise typer.Exit(code) from None
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
-        except EcgToolError as error:
+        except (typer.Exit, click.exceptions.ClickException, click.exceptions.Abort):
+            raise
+        except Exception as error:
             if _debug:
                 raise
-            console.print(f"[red]error:[/red] {error}", highlight=False, soft_wrap=True)
-            raise typer.Exit(1) from None
+            if isinstance(error, EcgToolError):
+                fail(escape(str(error)))
+            if isinstance(error, OSError):
+                where = error.filename or ""
+                fail(escape(f"{where}: {error.strerror or error}" if where else str(error.strerror or error)))
+            fail(escape(f"unexpected {type(error).__name__}: {error} (a bug in ecgtool: --debug shows the traceback)"))
+        except KeyboardInterrupt:
+            if _debug:
+                raise
+            fail("interrupted: finished outputs are kept; re-run the same command to continue", 130)
 
     return wrapper
 
@@ -121,15 +141,15 @@ def ingest(
     metadata: list[Path] = typer.Option(
         [], "--metadata", "-m", help="PTB-XL ptbxl_database.csv or a sidecar CSV (record, patient, report, findings, split). Repeatable."
     ),
-    workers: int = typer.Option(0, "--workers", "-j", help="Worker processes reading records (0: one per CPU core)."),
-    shard_size: int = typer.Option(512, "--shard-size", help="Records per HDF5 shard."),
+    workers: int = typer.Option(0, "--workers", "-j", help="Worker processes reading records (0: one per CPU core).", min=0),
+    shard_size: int = typer.Option(512, "--shard-size", help="Records per HDF5 shard.", min=1),
     dtype: str = typer.Option("float16", "--dtype", help="Stored sample type: float16 (error ≤ 2^-11 of the value) or float32."),
-    min_seconds: float = typer.Option(5.0, "--min-seconds", help="Reject records shorter than this instead of zero-padding them."),
+    min_seconds: float = typer.Option(5.0, "--min-seconds", help="Reject records shorter than this instead of zero-padding them.", min=0.0),
     derive_limb_leads: bool = typer.Option(
         False, "--derive-limb-leads", help="Opt-in repair for WFDB: build missing III, aVR, aVL, aVF from I and II (MFER, MUSE, SCP 8-lead files always derive them)."
     ),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Patients in val when no fold/split column decides."),
-    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Patients in test when no fold/split column decides."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Patients in val when no fold/split column decides.", min=0.0, max=1.0),
+    test_fraction: float = typer.Option(0.1, "--test-fraction", help="Patients in test when no fold/split column decides.", min=0.0, max=1.0),
     seed: str = typer.Option("ecgtool", "--seed", help="Salt of the patient hash that places patients in splits."),
     no_checksums: bool = typer.Option(False, "--no-checksums", help="Do not verify signal checksums (WFDB, MUSE CRC-32, SCP-ECG CRC)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a store made with other settings."),
@@ -182,6 +202,11 @@ def _print_ingest_summary(result) -> None:
         output.print(f"  … {len(manifest['skipped']) - 20} more in {result.out_dir / 'manifest.json'}")
     for warning in manifest["warnings"][:10]:
         output.print(f"  warning: {warning}", highlight=False, soft_wrap=True)
+    if manifest.get("unknown_finding_terms"):
+        terms = manifest["unknown_finding_terms"]
+        shown = ", ".join(f"{term!r} ×{n}" for term, n in list(terms.items())[:5])
+        output.print(f"  warning: {sum(terms.values())} finding terms ({len(terms)} distinct) the registry does not know, "
+                     f"ignored: {shown} (all in {result.out_dir / 'manifest.json'})", highlight=False, soft_wrap=True)
     if manifest["unknown_codes"]:
         codes = ", ".join(f"{code} ×{n}" for code, n in list(manifest["unknown_codes"].items())[:10])
         output.print(f"  warning: label codes the registry does not know: {codes}", highlight=False, soft_wrap=True)
@@ -196,7 +221,7 @@ def embed_labels(
     lang: str = typer.Option("both", "--lang", help="ja, en or both."),
     pooling: str = typer.Option("mean", "--pooling", help="mean (masked mean of the tokens) or last (last token)."),
     layer: int = typer.Option(-1, "--layer", help="Hidden-state index: -1 is the last layer, 0 the embeddings."),
-    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per forward pass."),
+    batch_size: int = typer.Option(16, "--batch-size", help="Prompts per forward pass.", min=1),
     device: str = typer.Option("cpu", "--device", help="cpu or cuda (bfloat16 on cuda, float32 on cpu)."),
 ):
     """Embed the label, superset and report prompts with a frozen language model into a vector cache.
@@ -233,32 +258,32 @@ def train(
     store: Path = typer.Option(..., "--store", help="Store made by `ecgtool ingest`."),
     text_cache: Optional[Path] = typer.Option(None, "--text-cache", help="Cache made by `ecgtool embed-labels` (default: <store>/text-cache)."),
     out: Path = typer.Option(..., "--out", "-o", help="Run directory: checkpoints/, metrics.jsonl."),
-    epochs: int = typer.Option(200, "--epochs"),
-    batch_size: int = typer.Option(32, "--batch-size", help="Global batch, split over torchrun ranks."),
-    lr: float = typer.Option(1e-3, "--lr"),
-    weight_decay: float = typer.Option(1e-3, "--weight-decay", help="AdamW decay (not on biases and norms)."),
-    beta1: float = typer.Option(0.9, "--beta1"),
-    beta2: float = typer.Option(0.999, "--beta2"),
-    eps: float = typer.Option(1e-8, "--eps"),
-    max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping norm (0: off)."),
-    warmup_steps: int = typer.Option(0, "--warmup-steps"),
+    epochs: int = typer.Option(200, "--epochs", min=1),
+    batch_size: int = typer.Option(32, "--batch-size", help="Global batch, split over torchrun ranks.", min=1),
+    lr: float = typer.Option(1e-3, "--lr", min=0.0),
+    weight_decay: float = typer.Option(1e-3, "--weight-decay", help="AdamW decay (not on biases and norms).", min=0.0),
+    beta1: float = typer.Option(0.9, "--beta1", min=0.0, max=1.0),
+    beta2: float = typer.Option(0.999, "--beta2", min=0.0, max=1.0),
+    eps: float = typer.Option(1e-8, "--eps", min=0.0),
+    max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping norm (0: off).", min=0.0),
+    warmup_steps: int = typer.Option(0, "--warmup-steps", min=0),
     schedule: str = typer.Option("linear", "--schedule", help="linear (decay to 0) or constant."),
-    embed_dim: int = typer.Option(512, "--embed-dim", help="Shared ECG-text dimension."),
+    embed_dim: int = typer.Option(512, "--embed-dim", help="Shared ECG-text dimension.", min=1),
     lang: str = typer.Option("ja", "--lang", help="Report language trained on: ja, en, or both (each record's prompt in either, drawn per step)."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32."),
     seed: int = typer.Option(0, "--seed"),
-    checkpoint_every_steps: int = typer.Option(0, "--checkpoint-every-steps", help="Also checkpoint every N steps (0: per epoch only)."),
+    checkpoint_every_steps: int = typer.Option(0, "--checkpoint-every-steps", help="Also checkpoint every N steps (0: per epoch only).", min=0),
     mask_same_text: bool = typer.Option(False, "--mask-same-text", help="Remove same-report pairs from the negatives (off: the paper's loss)."),
     mask_implied_texts: bool = typer.Option(False, "--mask-implied-texts", help="Remove from the negatives every text whose findings all belong to the record (implies --mask-same-text's rule)."),
-    label_prompt_prob: float = typer.Option(0.0, "--label-prompt-prob", help="Probability of pairing a record with the label prompt of one of its findings instead of its report prompt."),
+    label_prompt_prob: float = typer.Option(0.0, "--label-prompt-prob", help="Probability of pairing a record with the label prompt of one of its findings instead of its report prompt.", min=0.0, max=1.0),
     augment: bool = typer.Option(False, "--augment", help="Signal augmentation: amplitude, noise, baseline wander, time shift, lead masking (docs/train.md)."),
     input_lowpass_hz: Optional[float] = typer.Option(None, "--input-lowpass-hz", help="Fixed FIR low-pass inside the model, applied to the 500 Hz input (e.g. 40; default: none, the paper's)."),
-    input_decimation: int = typer.Option(1, "--input-decimation", help="Keep every N-th sample after the low-pass (e.g. 5: the encoder runs at 100 Hz)."),
+    input_decimation: int = typer.Option(1, "--input-decimation", help="Keep every N-th sample after the low-pass (e.g. 5: the encoder runs at 100 Hz).", min=1),
     select_by: str = typer.Option("val_loss", "--select-by", help="The epoch exported as best: lowest val_loss, or highest val_macro_auroc, val_top1 or val_top5."),
-    max_records: Optional[int] = typer.Option(None, "--max-records", help="Train on the first N labelled training records only."),
+    max_records: Optional[int] = typer.Option(None, "--max-records", help="Train on the first N labelled training records only.", min=1),
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     stream: str = typer.Option("auto", "--stream", help="auto: read batches from the shards only when the split does not fit in memory; always; never."),
-    loader_workers: int = typer.Option(2, "--loader-workers", help="Processes reading batches ahead when streaming."),
+    loader_workers: int = typer.Option(2, "--loader-workers", help="Processes reading batches ahead when streaming.", min=0),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ):
     """Train the ResNet1d-18 ECG encoder against the cached text vectors (symmetric InfoNCE).
@@ -283,7 +308,8 @@ def train(
             show(step, total, f"loss {loss:.4f} · {samples_per_second:,.0f} samples/s")
 
         result = run_train(store, text_cache or store / "text-cache", out, config, resume=resume,
-                           on_step=on_step if main_process else None)
+                           on_step=on_step if main_process else None,
+                           on_note=lambda note: console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True))
     if main_process:
         last = result.state.history[-1] if result.state.history else {}
         summary = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if isinstance(v, float))
@@ -319,16 +345,16 @@ def export(
 @one_line_errors
 def predict(
     inputs: list[Path] = typer.Argument(..., help="A record (WFDB .hea/.dat/.mat, MFER, vendor XML, DICOM, SCP-ECG), or directories / list files for batch scoring."),
-    top: int = typer.Option(5, "--top", "-k", help="How many findings (or classes) to show."),
+    top: int = typer.Option(5, "--top", "-k", help="How many findings (or classes) to show.", min=1),
     lang: str = typer.Option("ja", "--lang", help="ja or en."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle (default: the one shipped with ecgtool)."),
     superset: Optional[str] = typer.Option(None, "--superset", help="Zero-shot superset scores instead: superclass, rhythm or mitbih."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table (single record)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the 12-lead ECG with its findings to this PNG (single record)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch output .csv or .jsonl (directories); re-runs resume."),
-    batch_size: int = typer.Option(64, "--batch-size"),
-    workers: int = typer.Option(0, "--workers", "-j", help="Processes reading records (0: one per core on CUDA; on CPU, read in-process)."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1),
+    workers: int = typer.Option(0, "--workers", "-j", help="Processes reading records (0: one per core on CUDA; on CPU, read in-process).", min=0),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
 ):
     """Top-k findings of one ECG record, or of every record under a directory.
 
@@ -345,7 +371,7 @@ def predict(
         resolve_bundle,
     )
 
-    torch_device = torch.device(device)
+    torch_device = resolve_device(device)
     bundle = resolve_bundle(model).to(torch_device)
     single = len(inputs) == 1 and not inputs[0].is_dir() and inputs[0].suffix.lower() not in (".txt", ".lst", ".list")
     if single:
@@ -390,9 +416,9 @@ def bench(
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the tables as Markdown here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of the per-label table (ours beside the paper's)."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="A stored `bench --json` output to compare the headline figures with."),
-    max_drop: float = typer.Option(2.0, "--max-drop", help="With --baseline: fail when a headline figure drops by more points than this."),
-    confusions: int = typer.Option(3, "--confusions", help="How many 'most mistaken for' findings to list per finding."),
-    device: str = typer.Option("cpu", "--device", help="cpu or cuda."),
+    max_drop: float = typer.Option(2.0, "--max-drop", help="With --baseline: fail when a headline figure drops by more points than this.", min=0.0),
+    confusions: int = typer.Option(3, "--confusions", help="How many 'most mistaken for' findings to list per finding.", min=0),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
 ):
     """Per-label top-1/top-5 (Table 9), zero-shot superset tests (Tables 2–7) and AUROC, beside the paper.
 
@@ -410,7 +436,7 @@ def bench(
 
     languages = ("ja", "en") if lang == "both" else (lang,)
     registry = load_registry()
-    torch_device = torch.device(device)
+    torch_device = resolve_device(device)
     bundle = resolve_bundle(model, registry).to(torch_device)
     reference = load_baseline(baseline) if baseline is not None else None
     result = run_bench(bundle, Store(store), registry, split, languages, confusions, torch_device)

@@ -18,6 +18,8 @@ import hashlib
 import json
 import multiprocessing
 import os
+import shutil
+import signal
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -32,6 +34,7 @@ from ecgtool.errors import EcgToolError, RecordError
 from ecgtool.io import WFDB, RecordFormat, format_of, read_record
 from ecgtool.io.discover import Found, MissingInput, find_records
 from ecgtool.io.wfdb_header import label_codes_from_comments, read_header, read_header_comments
+from ecgtool.output_lock import exclusive_output
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import LEADS, N_SAMPLES, CanonicalOptions, canonicalize, input_contract
 from ecgtool.splits import SPLITS, SplitFractions, assign_splits
@@ -41,6 +44,8 @@ from ecgtool.store import (
     STORE_FORMAT_VERSION,
     STORED_DTYPE_RELATIVE_ERROR,
     ShardContent,
+    file_sha256,
+    record_ids_digest,
     ShardWriter,
     read_shard,
     read_shard_attributes,
@@ -169,7 +174,11 @@ def index_records(
         if file_patient_id is not None and is_placeholder_patient_id(file_patient_id):
             placeholders[file_patient_id] += 1
             file_patient_id = None
-        patient_id = annotation.patient_id or file_patient_id
+        table_patient_id = annotation.patient_id
+        if table_patient_id is not None and is_placeholder_patient_id(table_patient_id):
+            placeholders[table_patient_id] += 1
+            table_patient_id = None
+        patient_id = table_patient_id or file_patient_id
         if patient_id is None:
             patients_missing += 1
             patient_id = f"record:{record_id}"
@@ -192,7 +201,7 @@ def index_records(
     if placeholders:
         shown = ", ".join(f"{value!r} ×{count}" for value, count in placeholders.most_common(3))
         result.warnings.append(
-            f"{sum(placeholders.values())} records carry a placeholder patient id in the file ({shown}): "
+            f"{sum(placeholders.values())} records carry a placeholder patient id in the file or table ({shown}): "
             "ignored, so they are not grouped as one patient"
         )
     if patients_missing:
@@ -343,20 +352,23 @@ def ingest(
         "registry_hash": registry.hash,
         "store_format_version": STORE_FORMAT_VERSION,
     }
-    _prepare_out_dir(out_dir, config, overwrite)
     annotations = load_annotations([Path(p) for p in metadata])
     index = index_records(input_paths, annotations, registry, options.fractions, options.seed)
-    plan = _plan_shards(index.candidates, options.shard_size, _digest(config))
-    pending = [(name, members, digest) for name, members, digest in plan if not _shard_is_done(out_dir / name, digest)]
-    total = sum(len(members) for _, members, _ in pending)
-    pool, counter = _start_pool(options) if pending else (None, None)
-    try:
-        converted = _convert(pending, out_dir, registry, progress, total, pool, counter)
-    finally:
-        if pool is not None:
-            pool.terminate()
-            pool.join()
-    manifest = _write_manifest(out_dir, plan, index, registry, options, config)
+    if not index.candidates and not index.skipped:
+        raise IngestError(f"{', '.join(str(p) for p in input_paths)}: no records found (no file of a supported ECG format)")
+    with exclusive_output(out_dir, is_directory=True):
+        _prepare_out_dir(out_dir, config, overwrite)
+        plan = _plan_shards(index.candidates, options.shard_size, _digest(config))
+        pending = [(name, members, digest) for name, members, digest in plan if not _shard_is_done(out_dir / name, digest)]
+        total = sum(len(members) for _, members, _ in pending)
+        pool, counter = _start_pool(options) if pending else (None, None)
+        try:
+            converted = _convert(pending, out_dir, registry, progress, total, pool, counter)
+        finally:
+            if pool is not None:
+                pool.terminate()
+                pool.join()
+        manifest = _write_manifest(out_dir, plan, index, registry, options, config)
     return IngestResult(
         out_dir=out_dir,
         manifest=manifest,
@@ -432,6 +444,10 @@ _worker_progress = None
 def _init_worker(options: IngestOptions, progress_counter) -> None:
     global _worker_options, _worker_progress
     _worker_options, _worker_progress = options, progress_counter
+    if progress_counter is not None:
+        # A pool worker: Ctrl-C is the main process's to handle (it stops the pool and says how
+        # to resume); a worker would only print its own traceback.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _canonical_or_reason(candidate: Candidate, options: IngestOptions):
@@ -466,6 +482,28 @@ _WRITE_BLOCK = 64
 def _write_shard_task(task: _ShardTask) -> int:
     """Worker: read, convert and write every record of one shard; the shard appears only when whole."""
     options = _worker_options
+    _check_free_space(task, options)
+    try:
+        return _write_shard(task, options)
+    except OSError as error:
+        # h5py reports a full disk or a lost folder as OSError; the .tmp is gone (writer.abort)
+        raise IngestError(f"{task.path}: cannot write ({error.strerror or str(error).splitlines()[0]}); "
+                          "nothing half-written is left: free space and re-run the same command to resume") from None
+
+
+def _check_free_space(task: _ShardTask, options: IngestOptions) -> None:
+    """Refuse to start a shard the disk cannot hold: h5py may crash rather than fail cleanly
+    when the disk fills mid-write. The estimate is the samples' size plus 10 % and 1 MiB."""
+    itemsize = 2 if options.dtype == "float16" else 4
+    needed = int(len(task.members) * len(LEADS) * N_SAMPLES * itemsize * 1.1) + (1 << 20)
+    free = shutil.disk_usage(task.path.parent).free
+    if free < needed:
+        raise IngestError(f"{task.path.parent}: not enough free space for {task.path.name} "
+                          f"({needed / 1e6:,.1f} MB needed, {free / 1e6:,.1f} MB free); "
+                          "free space and re-run the same command to resume")
+
+
+def _write_shard(task: _ShardTask, options: IngestOptions) -> int:
     writer = ShardWriter(task.path, task.findings.shape[1], options.dtype)
     skipped = []
     try:
@@ -538,6 +576,15 @@ def _convert(pending, out_dir: Path, registry: Registry, progress, total: int, p
     while not all(result.ready() for result in results):
         if progress:
             progress(counter.value, total)
+        failed = next((r for r in results if r.ready() and not r.successful()), None)
+        if failed is not None:
+            failed.get()  # re-raises the worker's one-line error now; the caller stops the pool
+        # multiprocessing.Pool replaces a worker killed by a signal but loses its task, and
+        # would wait for it forever: stop instead.
+        dead = [worker.exitcode for worker in pool._pool if worker.exitcode is not None and worker.exitcode < 0]
+        if dead:
+            raise IngestError(f"{out_dir}: a worker process was killed (signal {-dead[0]}) while writing shards; "
+                              "finished shards are kept: re-run the same command to resume")
         time.sleep(0.1)
     done = sum(result.get() for result in results)  # re-raises a worker's exception
     if progress:
@@ -554,7 +601,8 @@ def _write_manifest(out_dir: Path, plan, index: IndexResult, registry: Registry,
         content = read_shard(path, with_signal=False)
         split = members[0].split
         skipped.extend(read_shard_attributes(path)["skipped"])
-        shards.append({"file": name, "split": split, "records": len(content)})
+        shards.append({"file": name, "split": split, "records": len(content),
+                       "record_ids_sha256": record_ids_digest(content.record_id), "sha256": file_sha256(path)})
         counts[split]["records"] += len(content)
         counts[split]["labelled"] += int((content.findings.sum(axis=1) > 0).sum())
         patients[split].update(content.patient_id)

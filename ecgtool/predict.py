@@ -23,6 +23,7 @@ import torch
 from ecgtool.bundle import Bundle, bundle_scores, load_bundle
 from ecgtool.errors import EcgToolError, RecordError
 from ecgtool.io import read_record
+from ecgtool.output_lock import exclusive_output
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import CanonicalOptions, QualityThresholds, canonicalize
 
@@ -165,7 +166,13 @@ def find_records(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, s
         item = Path(item)
         if item.is_file() and item.suffix.lower() in (".txt", ".lst", ".list"):
             base = item.parent
-            paths.extend((base / line.strip()) for line in item.read_text(encoding="utf-8").splitlines() if line.strip())
+            try:
+                lines = item.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError as error:
+                raise PredictError(f"{item}: not a UTF-8 text list of record paths (byte {error.start} is not text)") from None
+            if any("\x00" in line for line in lines):
+                raise PredictError(f"{item}: not a text list of record paths (holds NUL bytes)")
+            paths.extend((base / line.strip()) for line in lines if line.strip())
         else:
             directories.append(item)
     found, rejected = find_record_files(directories) if directories else ([], [])
@@ -187,8 +194,10 @@ def predict_directory(
 ) -> DirectoryResult:
     """Score every record under ``inputs`` into ``output`` (``.csv`` or ``.jsonl``), resuming.
 
-    Records (by path) already in ``output`` are not redone; unreadable ones go to ``<output>.skipped.csv``
-    with their reason, and the rest goes on.
+    Records (by resolved path) already in ``output`` are not redone; unreadable ones go to
+    ``<output>.skipped.csv`` with their reason, and the rest goes on. One process at a time writes
+    ``output`` (a second is refused, see ``ecgtool.output_lock``). The ``path`` column holds each
+    record's resolved path.
     """
     started = time.perf_counter()
     registry = registry or load_registry()
@@ -196,7 +205,17 @@ def predict_directory(
     if output.suffix.lower() not in (".csv", ".jsonl"):
         raise PredictError(f"{output}: the output must be a .csv or .jsonl file")
     paths, rejected = find_records([Path(p) for p in inputs])
-    done = _records_in_output(output)
+    with exclusive_output(output, is_directory=False):
+        return _predict_paths(paths, rejected, output, bundle, top, lang, superset, batch_size, workers, device,
+                              registry, progress, started)
+
+
+def _predict_paths(paths, rejected, output: Path, bundle: Bundle, top, lang, superset, batch_size, workers,
+                   device, registry, progress, started) -> DirectoryResult:
+    # Resume keys on the record's resolved file: a re-run that spells the input differently
+    # (relative, then absolute; through a symlink) does not score anything twice.
+    paths = [Path(p).resolve() for p in paths]
+    done = {str(Path(p).resolve()) for p in _records_in_output(output)}
     pending = [p for p in paths if str(p) not in done]
     writer = _ResultWriter(output, top)
     skip_path = output.with_name(output.name + ".skipped.csv")
@@ -280,6 +299,7 @@ class _ResultWriter:
 
     def __init__(self, output: Path, top: int):
         self.jsonl = output.suffix.lower() == ".jsonl"
+        self.path = output
         new = not output.exists() or output.stat().st_size == 0
         self.handle = open(output, "a", newline="", encoding="utf-8")
         self.csv = None if self.jsonl else csv.writer(self.handle)
@@ -290,18 +310,42 @@ class _ResultWriter:
             self.csv.writerow(columns)
 
     def write(self, predictions: list[Prediction]) -> None:
+        """Append a batch's lines whole: a failed write (disk full) is cut back to the last
+        complete line, so the output stays valid and a re-run resumes after it."""
+        buffer = io.StringIO(newline="")
+        writer = None if self.jsonl else csv.writer(buffer)
         for prediction in predictions:
             if self.jsonl:
-                self.handle.write(json.dumps(prediction_as_dict(prediction), ensure_ascii=False) + "\n")
+                buffer.write(json.dumps(prediction_as_dict(prediction), ensure_ascii=False, allow_nan=False) + "\n")
             else:
                 row = [prediction.record_id, prediction.path]
                 for finding in prediction.findings:
                     row += [finding.id, finding.name, f"{finding.score:.6f}", f"{finding.probability:.6f}"]
-                self.csv.writerow(row)
+                writer.writerow(row)
         self.handle.flush()
+        complete = self.handle.tell()
+        try:
+            self.handle.write(buffer.getvalue())
+            self.handle.flush()
+            os.fsync(self.handle.fileno())
+        except OSError as error:
+            self.handle = _cut_back(self.handle, complete)
+            raise PredictError(f"{self.path}: cannot write ({error.strerror or error}); the lines written so far "
+                               "are complete; free space and re-run the same command to resume") from None
 
     def close(self) -> None:
         self.handle.close()
+
+
+def _cut_back(handle, size: int):
+    """Close ``handle`` (whose last write failed) and truncate its file to ``size`` bytes."""
+    path = handle.name
+    try:
+        handle.close()
+    except OSError:
+        pass  # the flush of the failed bytes fails again: they are dropped with the handle
+    os.truncate(path, size)
+    return open(path, "a", newline="", encoding="utf-8")
 
 
 def prediction_as_dict(prediction: Prediction) -> dict:

@@ -26,6 +26,7 @@ A shard is written to ``<name>.tmp`` and renamed when complete, so a shard that 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -146,14 +147,47 @@ def write_shard(path: Path, content: ShardContent, attributes: dict, dtype: str 
     writer.close(attributes)
 
 
+def file_sha256(path: Path) -> str:
+    """SHA-256 of a file's bytes, read in 8 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as stream:
+        for block in iter(lambda: stream.read(8 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_ids_digest(record_ids: list[str]) -> str:
+    """SHA-256 of a shard's record ids in order: which records a shard holds, in one string."""
+    return hashlib.sha256("\n".join(record_ids).encode("utf-8")).hexdigest()
+
+
+def _open_shard(path: Path) -> h5py.File:
+    """Open a shard for reading, or a one-line ``StoreError`` naming it (cut, damaged, not HDF5)."""
+    try:
+        return h5py.File(path, "r")
+    except FileNotFoundError:
+        raise StoreError(f"{path}: shard missing; re-run the ingest that made this store") from None
+    except OSError as error:
+        raise StoreError(f"{path}: damaged shard, not readable HDF5 ({str(error).splitlines()[0][:120]}); "
+                         "delete it and re-run the ingest that made this store") from None
+
+
 def read_shard_attributes(path: Path) -> dict:
-    with h5py.File(path, "r") as shard:
+    with _open_shard(path) as shard:
         return {key: json.loads(value) for key, value in shard.attrs.items()}
 
 
 def read_shard(path: Path, with_signal: bool = True) -> ShardContent:
     """Read a whole shard into memory (signals as stored: float16 unless ingested as float32)."""
-    with h5py.File(path, "r") as shard:
+    try:
+        return _read_open_shard(path, with_signal)
+    except (KeyError, OSError) as error:
+        raise StoreError(f"{path}: damaged shard ({str(error).splitlines()[0][:120]}); "
+                         "delete it and re-run the ingest that made this store") from None
+
+
+def _read_open_shard(path: Path, with_signal: bool) -> ShardContent:
+    with _open_shard(path) as shard:
         n = shard["record_id"].shape[0]
         strings = {
             name: [s.decode("utf-8") for s in shard[name][()]] if name in shard else [""] * n
@@ -183,7 +217,12 @@ class Store:
         manifest_path = self.directory / MANIFEST
         if not manifest_path.is_file():
             raise StoreError(f"{self.directory}: not an ecgtool store (no {MANIFEST}; run `ecgtool ingest` first)")
-        self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        try:
+            self.manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise StoreError(f"{manifest_path}: damaged manifest, not JSON ({error}); re-run the ingest that made it") from None
+        if not isinstance(self.manifest, dict):
+            raise StoreError(f"{manifest_path}: damaged manifest (not a JSON object)")
         if self.manifest.get("format_version") != STORE_FORMAT_VERSION:
             raise StoreError(f"{manifest_path}: store format {self.manifest.get('format_version')} is not supported")
 
@@ -204,6 +243,25 @@ class Store:
             for shard in self.manifest["shards"]
             if split is None or shard["split"] == split
         ]
+
+    def verify(self, split: str | None = None) -> None:
+        """Check every shard of ``split`` (all by default) against the manifest: present, the same
+        bytes (SHA-256) and the same records. A damaged, replaced or swapped shard (e.g. another
+        split's copied over a test shard) is a one-line ``StoreError`` naming it. Stores written
+        before the manifest held checksums are checked for presence only."""
+        for shard in self.manifest["shards"]:
+            if split is not None and shard["split"] != split:
+                continue
+            path = self.directory / shard["file"]
+            if not path.is_file():
+                raise StoreError(f"{path}: shard missing; re-run the ingest that made this store")
+            if "sha256" in shard and file_sha256(path) != shard["sha256"]:
+                raise StoreError(f"{path}: does not match the manifest's checksum (damaged or replaced); "
+                                 "delete it and re-run the ingest that made this store")
+            if "record_ids_sha256" in shard:
+                content = read_shard(path, with_signal=False)
+                if len(content) != shard["records"] or record_ids_digest(content.record_id) != shard["record_ids_sha256"]:
+                    raise StoreError(f"{path}: holds other records than the manifest says ({shard['split']} split)")
 
     def shards(self, split: str | None = None, with_signal: bool = True) -> Iterator[ShardContent]:
         for path in self.shard_paths(split):

@@ -446,6 +446,25 @@ def embed_prompts(
     registry=None,
     progress: ProgressCallback | None = None,
 ) -> CacheResult:
+    """Embed ``prompts`` into the cache at ``cache_dir`` (see ``_embed_prompts`` for the
+    parameters), holding the cache's lock: one process writes a cache at a time."""
+    from ecgtool.output_lock import exclusive_output
+
+    with exclusive_output(cache_dir, is_directory=True):
+        return _embed_prompts(model_path, prompts, cache_dir, pooling, layer, batch_size, device, registry, progress)
+
+
+def _embed_prompts(
+    model_path: str | Path,
+    prompts: Sequence[Prompt],
+    cache_dir: str | Path,
+    pooling: str = "mean",
+    layer: int = -1,
+    batch_size: int = 16,
+    device: str = "cpu",
+    registry=None,
+    progress: ProgressCallback | None = None,
+) -> CacheResult:
     """Embed ``prompts`` into the cache at ``cache_dir``, re-using rows already there.
 
     Parameters

@@ -28,6 +28,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ecgtool import __version__
 from ecgtool.distributed import DistributedContext, context_from_environment, convert_batchnorm_for_ranks, init_distributed
 from ecgtool.errors import EcgToolError
+from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.augment import SignalAugment, augment_signals, step_generator
 from ecgtool.loss import ClipLoss
 from ecgtool.metrics import auroc, per_label_topk
@@ -94,9 +95,9 @@ class TrainConfig:
     loader_workers: int = 2
 
     def resolved_device(self) -> torch.device:
-        if self.device == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(self.device)
+        from ecgtool.devices import resolve_device
+
+        return resolve_device(self.device)
 
     def autocast_dtype(self, device: torch.device) -> torch.dtype | None:
         precision = self.precision if self.precision != "auto" else ("bf16" if device.type == "cuda" else "fp32")
@@ -142,6 +143,32 @@ def train(
     registry: Registry | None = None,
     on_step: StepCallback | None = None,
     stop_after_steps: int | None = None,
+    on_note: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train (or resume training) and write checkpoints and a metrics log into ``out_dir``.
+
+    The main process holds ``out_dir``'s lock throughout: a second run into the same directory
+    is refused (``ecgtool.output_lock``). Parameters as ``_train``'s.
+    """
+    from contextlib import nullcontext
+
+    from ecgtool.output_lock import exclusive_output
+
+    main = context_from_environment().is_main
+    with exclusive_output(out_dir, is_directory=True) if main else nullcontext():
+        return _train(store_dir, text_cache_dir, out_dir, config, resume, registry, on_step, stop_after_steps, on_note)
+
+
+def _train(
+    store_dir: str | Path,
+    text_cache_dir: str | Path,
+    out_dir: str | Path,
+    config: TrainConfig = TrainConfig(),
+    resume: bool = False,
+    registry: Registry | None = None,
+    on_step: StepCallback | None = None,
+    stop_after_steps: int | None = None,
+    on_note: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train (or resume training) and write checkpoints and a metrics log into ``out_dir``.
 
@@ -153,6 +180,8 @@ def train(
         ``on_step(global_step, total_steps, loss, samples_per_second)`` after each step (rank 0).
     stop_after_steps : int, optional
         Return after this many optimizer steps of this call (tests, time-boxed runs).
+    on_note : callable, optional
+        Receives one-line notes for the user (e.g. ``resume`` with no checkpoint yet: a new run).
     """
     registry = registry or load_registry()
     device = config.resolved_device()
@@ -164,6 +193,8 @@ def train(
     store = Store(store_dir)
     cache = load_text_cache(text_cache_dir)
     check_compatible(store, cache, registry)
+    store.verify("train")
+    store.verify("val")
     if config.stream not in ("auto", "always", "never"):
         raise TrainError(f"stream must be auto, always or never, got {config.stream!r}")
     streamed = config.stream == "always" or (config.stream == "auto" and not split_fits_in_memory(store, "train"))
@@ -194,6 +225,11 @@ def train(
     state = TrainState()
     checkpoint_dir = out_dir / CHECKPOINTS
     metadata = _metadata(config, model_config, store, cache, registry)
+    if resume and not (checkpoint_dir / LAST).exists():
+        # Killed before its first checkpoint: nothing to continue (open_clip's --resume latest does the same).
+        if on_note is not None and context.is_main:
+            on_note(f"{checkpoint_dir / LAST}: no checkpoint to resume from yet; starting a new run")
+        resume = False
     if resume:
         state = _restore(checkpoint_dir / LAST, model, optimizer, scheduler, metadata, device)
     elif (checkpoint_dir / LAST).exists():
@@ -232,6 +268,12 @@ def train(
             loss = _train_step(trained, loss_fn, optimizer, scheduler, signals,
                                train_data.text_vectors[text_rows.to(train_data.text_vectors.device)],
                                text_rows, context, config, device, autocast_dtype, record_findings, text_findings)
+            if not math.isfinite(loss):
+                ids = [train_data.record_ids[i] for i in global_batch.tolist()]
+                shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+                raise TrainError(f"{out_dir}: loss is {loss} at epoch {state.epoch + 1}, step {step + 1} "
+                                 f"(records {shown}); nothing of this step was saved: check those records, "
+                                 "lower --lr, or resume from the last checkpoint")
             epoch_losses.append(loss)
             state.last_loss = loss
             state.step_in_epoch += 1
@@ -483,9 +525,7 @@ def _save(path: Path, model: EcgTextModel, optimizer, scheduler, state: TrainSta
 
 
 def _restore(path: Path, model: EcgTextModel, optimizer, scheduler, metadata: dict, device: torch.device) -> TrainState:
-    if not path.exists():
-        raise TrainError(f"{path}: no checkpoint to resume from")
-    payload = torch.load(path, map_location=device, weights_only=False)
+    payload = load_checkpoint(path, map_location=device)
     saved = payload["metadata"]
     for key in ("recipe", "model", "registry", "text_cache_fingerprint"):
         if saved.get(key) != metadata.get(key):

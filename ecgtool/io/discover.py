@@ -66,7 +66,12 @@ def find_records(inputs: Sequence[str | Path]) -> tuple[list[Found], list[Found]
             continue
         base = str(root.parent)
         # os.walk with plain strings: pathlib costs more than the rest of indexing on large trees.
-        for directory, folders, files in os.walk(root):
+        def unreadable(error: OSError, base=base) -> None:
+            # os.walk drops a folder it cannot list unless told: it goes on the skip list instead.
+            folder = error.filename or str(root)
+            rejected.append(Found(Path(folder), os.path.relpath(folder, base), f"unreadable folder: {error.strerror or error}"))
+
+        for directory, folders, files in os.walk(root, onerror=unreadable):
             folders[:] = sorted(folder for folder in folders if not folder.startswith("."))
             header_stems = {os.path.splitext(name)[0] for name in files if name.lower().endswith(".hea")}
             for name in sorted(files):
@@ -80,18 +85,21 @@ def find_records(inputs: Sequence[str | Path]) -> tuple[list[Found], list[Found]
                     continue
                 elif suffix == ".mat":
                     rejected.append(Found(Path(path), display, "MATLAB file without a WFDB header beside it (not a Challenge record)"))
-                elif (record_format := _sniffed(path)) is not None:
-                    records.append(Found(Path(path), display, record_format=record_format))
                 else:
-                    rejected.append(Found(Path(path), display, "not a recognised ECG record format"))
+                    record_format, unreadable_reason = _sniffed(path)
+                    if record_format is not None:
+                        records.append(Found(Path(path), display, record_format=record_format))
+                    else:
+                        rejected.append(Found(Path(path), display, unreadable_reason or "not a recognised ECG record format"))
     records.sort(key=lambda found: found.display)
     return records, rejected
 
 
-def _sniffed(path: str) -> RecordFormat | None:
+def _sniffed(path: str) -> tuple[RecordFormat | None, str | None]:
+    """The file's format, or ``(None, reason)`` when it cannot even be read."""
     try:
         with open(path, "rb") as stream:
             head = stream.read(SNIFF_BYTES)
-    except OSError:
-        return None
-    return format_of(Path(path), head)
+    except OSError as error:
+        return None, f"cannot read: {error.strerror or error}"
+    return format_of(Path(path), head), None
