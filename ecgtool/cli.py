@@ -34,6 +34,16 @@ _debug = False
 def main(debug: bool = typer.Option(False, "--debug", help="Show tracebacks instead of one-line errors.")):
     global _debug
     _debug = debug
+    if not debug:
+        sys.unraisablehook = _quiet_h5py_teardown
+
+
+def _quiet_h5py_teardown(unraisable) -> None:
+    """h5py prints a traceback when it tears down a file whose write failed (a full disk): the
+    command has already said so in one line. Everything else goes to Python's own hook."""
+    if "h5py" in str(getattr(unraisable, "object", "")) or "h5py" in str(getattr(unraisable, "err_msg", "")):
+        return
+    sys.__unraisablehook__(unraisable)
 
 
 def one_line_errors(command):

@@ -14,10 +14,12 @@ The pipeline has two stages:
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import time
@@ -364,6 +366,14 @@ def ingest(
         pool, counter = _start_pool(options) if pending else (None, None)
         try:
             converted = _convert(pending, out_dir, registry, progress, total, pool, counter)
+        except BaseException:
+            if pool is not None:
+                pool.terminate()  # stop the other workers before removing what they were writing
+                pool.join()
+                pool = None
+            for leftover in out_dir.glob("*.tmp"):  # ours alone: this process holds the store's lock
+                leftover.unlink(missing_ok=True)
+            raise
         finally:
             if pool is not None:
                 pool.terminate()
@@ -446,8 +456,12 @@ def _init_worker(options: IngestOptions, progress_counter) -> None:
     _worker_options, _worker_progress = options, progress_counter
     if progress_counter is not None:
         # A pool worker: Ctrl-C is the main process's to handle (it stops the pool and says how
-        # to resume); a worker would only print its own traceback.
+        # to resume); a worker would only print its own traceback. Its errors reach the main
+        # process as exceptions; what h5py prints when a failed file is torn down is noise.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 2)
+        os.close(devnull)
 
 
 def _canonical_or_reason(candidate: Candidate, options: IngestOptions):
@@ -487,15 +501,26 @@ def _write_shard_task(task: _ShardTask) -> int:
         return _write_shard(task, options)
     except OSError as error:
         # h5py reports a full disk or a lost folder as OSError; the .tmp is gone (writer.abort)
-        raise IngestError(f"{task.path}: cannot write ({error.strerror or str(error).splitlines()[0]}); "
+        raise IngestError(f"{task.path}: cannot write ({_os_reason(error)}); "
                           "nothing half-written is left: free space and re-run the same command to resume") from None
+
+
+def _os_reason(error: OSError) -> str:
+    """The cause of a failed write in a few words (h5py puts the C library's whole report in the message)."""
+    if error.errno is not None and error.errno in errno.errorcode:
+        return os.strerror(error.errno)
+    found = re.search(r"errno = (\d+)", str(error))
+    if found:
+        return os.strerror(int(found.group(1)))
+    return " ".join(str(error).split())[:160]
 
 
 def _check_free_space(task: _ShardTask, options: IngestOptions) -> None:
     """Refuse to start a shard the disk cannot hold: h5py may crash rather than fail cleanly
     when the disk fills mid-write. The estimate is the samples' size plus 10 % and 1 MiB."""
     itemsize = 2 if options.dtype == "float16" else 4
-    needed = int(len(task.members) * len(LEADS) * N_SAMPLES * itemsize * 1.1) + (1 << 20)
+    in_flight = max(1, options.workers or os.cpu_count() or 1)  # every worker may be writing a shard as large
+    needed = (int(len(task.members) * len(LEADS) * N_SAMPLES * itemsize * 1.1) + (1 << 20)) * in_flight
     free = shutil.disk_usage(task.path.parent).free
     if free < needed:
         raise IngestError(f"{task.path.parent}: not enough free space for {task.path.name} "
@@ -540,11 +565,10 @@ def _block_content(block: list[Candidate], outcomes, kept: list[int], findings: 
 
 
 def _start_pool(options: IngestOptions):
-    """A worker pool sharing a progress counter, or ``(None, None)`` for one worker (run in process)."""
+    """A worker pool sharing a progress counter. Shards are written in worker processes even for
+    ``--workers 1``: HDF5 can crash the process that writes when the disk fills, and a crashed
+    worker is an error the main process reports, where a crash of the main process is not."""
     workers = options.workers or os.cpu_count() or 1
-    if workers == 1:
-        _init_worker(options, None)
-        return None, None
     if options.dtype == "float16":
         import torch  # noqa: F401  imported once here, before the fork, not in every worker
 

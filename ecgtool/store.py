@@ -132,8 +132,13 @@ class ShardWriter:
         os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
-        self._file.close()
-        self.tmp.unlink(missing_ok=True)
+        """Drop the temporary file, also when closing it fails (a full disk fails the flush too)."""
+        try:
+            self._file.close()
+        except Exception:
+            pass  # the file is removed below either way
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def write_shard(path: Path, content: ShardContent, attributes: dict, dtype: str = "float16") -> None:

@@ -219,3 +219,38 @@ def test_ctrl_c_during_ingest_stops_in_one_line_and_the_rerun_resumes(tmp_path, 
     assert done.returncode == 0, done.stderr[-2000:]
     manifest = __import__("json").loads((store / "manifest.json").read_text())
     assert sum(c["records"] for c in manifest["counts"].values()) + len(manifest["skipped"]) == 550
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 3 MB tmpfs, where the test may mount one (root on Linux); skipped elsewhere."""
+    mount_point = tmp_path / "tiny-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode}); "
+                    "test_ingest_refuses_a_shard_the_disk_cannot_hold_and_resumes injects the error instead")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_full_disk_ends_ingest_in_one_line_with_nothing_half_written(tiny_disk, shared_data, workers, monkeypatch):
+    records = shared_data / "ptb-xl" / "records500" / "00000"
+    store = tiny_disk / "store"
+    done = _cli("ingest", records, "--out", store, "--workers", workers, "--shard-size", "12")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert [line for line in done.stderr.splitlines() if line.strip()] == [
+        line for line in done.stderr.splitlines() if line.startswith("error:")] and str(store) in done.stderr
+    assert not list(store.glob("*.tmp"))
+    # The disk fills while a shard is written (the free-space check passed, another writer took
+    # the space): HDF5 fails, or crashes its process, mid-write. Still one error, no .tmp, no hang.
+    monkeypatch.setattr(ingest_module, "_check_free_space", lambda task, options: None)
+    with pytest.raises(IngestError, match="No space left on device|was killed"):
+        ingest([records], store, options=IngestOptions(workers=int(workers), shard_size=12))
+    assert not list(store.glob("*.tmp"))
+    subprocess.run(["mount", "-o", "remount,size=256m", str(tiny_disk)], check=True)  # space freed
+    assert shutil.disk_usage(store).free > 128e6, subprocess.run(["df", "-h", str(store)], capture_output=True, text=True).stdout
+    monkeypatch.undo()
+    result = ingest([records], store, options=IngestOptions(workers=int(workers), shard_size=12))
+    assert sum(c["records"] for c in result.manifest["counts"].values()) + len(result.manifest["skipped"]) == len(list(records.glob("*.hea")))
