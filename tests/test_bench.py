@@ -128,6 +128,12 @@ def test_gate_fails_on_a_damaged_bundle_naming_the_figures(public_store, tmp_pat
             noise = rng.normal(scale=float(value.astype(np.float32).std()), size=value.shape)
             weights[name] = (value.astype(np.float32) + noise).astype(value.dtype)
     save_file(weights, damaged / "model.safetensors")
+    # A worse model, not a corrupted file: its bundle.json records the new bytes' checksum.
+    from ecgtool.store import file_sha256
+
+    description = json.loads((damaged / "bundle.json").read_text())
+    description["files"]["model.safetensors"]["sha256"] = file_sha256(damaged / "model.safetensors")
+    (damaged / "bundle.json").write_text(json.dumps(description))
     done = _cli("bench", "--store", str(public_store), "--model", str(damaged), "--lang", "ja",
                 "--baseline", str(BASELINE), "--max-drop", "2.0")
     assert done.returncode == 1, done.stdout[-2000:]

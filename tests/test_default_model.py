@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ecgtool.bundle import load_bundle
 from ecgtool.evaluate import per_label_accuracy
+from ecgtool.model import ModelConfig, input_filters
 from ecgtool.predict import DEFAULT_BUNDLE, predict_record
 from ecgtool.registry import load_registry
 from ecgtool.signal import input_contract
@@ -24,9 +25,13 @@ def test_default_bundle_matches_this_installation():
     bundle = load_bundle(DEFAULT_BUNDLE)
     contract = bundle.contract
     expected = input_contract()
-    for key in ("sampling_rate_hz", "n_samples", "lead_order", "units", "filters", "canonical_form_version"):
+    for key in ("sampling_rate_hz", "n_samples", "lead_order", "units", "canonical_form_version"):
         assert contract[key] == expected[key], key
-    assert contract["language_model"]["model_fingerprint"] and contract["text_language"] == "ja"
+    # The canonical form filters nothing; the model's own band-limit is declared, as the model builds it.
+    model_filters = input_filters(ModelConfig.from_dict(bundle.description["model"]), expected["sampling_rate_hz"])
+    assert model_filters and contract["filters"] == expected["filters"] + model_filters
+    assert contract["language_model"]["model_fingerprint"] and contract["text_language"] == "both"
+    assert bundle.description["languages"] == ["ja", "en"]
     assert bundle.description["registry"]["hash"] == load_registry().hash
 
 
