@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -56,6 +57,21 @@ BAND_LIMIT_ATTENUATION_DB = 60.0
 BAND_LIMIT_TRANSITION_HZ = 10.0
 
 
+def kaiser_lowpass(cutoff_hz: float, sampling_rate: float) -> np.ndarray:
+    """The band-limit's taps: a windowed-sinc low-pass with Kaiser's window, sized and shaped by
+    Kaiser's formulas for BAND_LIMIT_ATTENUATION_DB and BAND_LIMIT_TRANSITION_HZ, unit gain at DC.
+    The same design as ``scipy.signal.firwin(kaiserord(...))`` (tested equal), in NumPy so that
+    loading a model does not import scipy.signal (about a second)."""
+    attenuation = BAND_LIMIT_ATTENUATION_DB
+    width = BAND_LIMIT_TRANSITION_HZ / (sampling_rate / 2)
+    n_taps = int(np.ceil((attenuation - 7.95) / 2.285 / (np.pi * width) + 1)) | 1  # odd: centred, linear phase
+    beta = 0.1102 * (attenuation - 8.7)  # Kaiser's beta for attenuation above 50 dB
+    relative_cutoff = cutoff_hz / (sampling_rate / 2)
+    offsets = np.arange(n_taps) - (n_taps - 1) / 2
+    taps = relative_cutoff * np.sinc(relative_cutoff * offsets) * np.kaiser(n_taps, beta)
+    return taps / taps.sum()
+
+
 class BandLimit(nn.Module):
     """Fixed (untrained) linear-phase low-pass on every lead, then every ``decimation``-th sample.
 
@@ -65,16 +81,12 @@ class BandLimit(nn.Module):
 
     def __init__(self, n_leads: int, sampling_rate: float, cutoff_hz: float, decimation: int):
         super().__init__()
-        from scipy.signal import firwin, kaiserord
-
         nyquist = sampling_rate / 2
         if not 0 < cutoff_hz + BAND_LIMIT_TRANSITION_HZ / 2 <= nyquist:
             raise ValueError(f"low-pass cutoff {cutoff_hz} Hz does not fit below {nyquist} Hz")
         if decimation < 1 or cutoff_hz + BAND_LIMIT_TRANSITION_HZ / 2 > sampling_rate / decimation / 2 + 1e-9:
             raise ValueError(f"decimation by {decimation} would alias a {cutoff_hz} Hz band")
-        n_taps, beta = kaiserord(BAND_LIMIT_ATTENUATION_DB, BAND_LIMIT_TRANSITION_HZ / nyquist)
-        n_taps |= 1  # odd: a centred, linear-phase filter
-        taps = firwin(n_taps, cutoff_hz, window=("kaiser", beta), fs=sampling_rate)
+        taps = kaiser_lowpass(cutoff_hz, sampling_rate)
         self.decimation = decimation
         self.register_buffer("taps", torch.tensor(taps, dtype=torch.float32).repeat(n_leads, 1, 1), persistent=False)
 

@@ -20,7 +20,6 @@ from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 
 import numpy as np
-from scipy.signal import resample_poly
 
 from ecgtool.errors import RecordError
 from ecgtool.record import Record
@@ -204,6 +203,8 @@ def _resample(signal: np.ndarray, sampling_rate: float) -> np.ndarray:
     ratio = Fraction(SAMPLING_RATE / sampling_rate).limit_denominator(1000)
     if abs(float(ratio) * sampling_rate - SAMPLING_RATE) > 1e-6 * SAMPLING_RATE:
         raise ValueError(f"cannot resample {sampling_rate} Hz to {SAMPLING_RATE} Hz exactly")
+    from scipy.signal import resample_poly  # here: importing scipy.signal costs ~1 s, and most records need no resampling
+
     resampled = resample_poly(signal, ratio.numerator, ratio.denominator, axis=1)
     return resampled.astype(np.float32, copy=False)
 

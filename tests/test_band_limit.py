@@ -81,3 +81,16 @@ def test_the_shipped_model_reads_both_copies_alike(rate_pairs):
     assert result["cosine_mean"] > 0.95 and result["cosine_mean"] > result["cosine_other_ecgs_mean"] + 0.1
     assert result["same_ecg_is_nearest"] >= 90.0
     assert result["top5_overlap_mean"] >= 4.0
+
+
+def test_the_numpy_design_is_scipys_firwin_to_the_float32_bit():
+    from scipy.signal import firwin, kaiserord
+
+    from ecgtool.model import BAND_LIMIT_ATTENUATION_DB, BAND_LIMIT_TRANSITION_HZ, kaiser_lowpass
+
+    for cutoff in (25.0, 40.0, 100.0):
+        n_taps, beta = kaiserord(BAND_LIMIT_ATTENUATION_DB, BAND_LIMIT_TRANSITION_HZ / (RATE / 2))
+        reference = firwin(n_taps | 1, cutoff, window=("kaiser", beta), fs=RATE)
+        ours = kaiser_lowpass(cutoff, RATE)
+        assert ours.shape == reference.shape
+        np.testing.assert_array_equal(ours.astype(np.float32), reference.astype(np.float32))
