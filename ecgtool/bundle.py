@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from ecgtool import __version__
 from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.errors import EcgToolError
+from ecgtool.output_lock import writes_output
 from ecgtool.model import EcgTextModel, ModelConfig, ResNet1d
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import CANONICAL_FORM_VERSION
@@ -41,17 +42,9 @@ class BundleError(EcgToolError):
     """A bundle that cannot be written or used; the message names the path."""
 
 
+@writes_output("out_dir", is_directory=True)
 def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str | Path,
                   registry: Registry | None = None, dtype: torch.dtype = torch.float16) -> Path:
-    """``_export_bundle`` holding the bundle directory's lock (one writer at a time)."""
-    from ecgtool.output_lock import exclusive_output
-
-    with exclusive_output(out_dir, is_directory=True):
-        return _export_bundle(checkpoint, text_cache, out_dir, registry, dtype)
-
-
-def _export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str | Path,
-                   registry: Registry | None = None, dtype: torch.dtype = torch.float16) -> Path:
     """Write a bundle from a training checkpoint and the text cache it was trained with.
 
     The label and superset prompts of both languages are projected once here, so that loading

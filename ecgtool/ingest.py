@@ -589,13 +589,6 @@ def _convert(pending, out_dir: Path, registry: Registry, progress, total: int, p
         )
         for name, members, digest in sorted(pending, key=lambda shard: -len(shard[1]))
     ]
-    if pool is None:
-        done = 0
-        for task in tasks:
-            done += _write_shard_task(task)
-            if progress:
-                progress(done, total)
-        return done
     results = [pool.apply_async(_write_shard_task, (task,)) for task in tasks]
     while not all(result.ready() for result in results):
         if progress:

@@ -11,10 +11,12 @@ lock file never blocks a re-run.
 from __future__ import annotations
 
 import fcntl
+import functools
+import inspect
 import os
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ecgtool.errors import EcgToolError
 
@@ -65,3 +67,23 @@ def exclusive_output(output: str | Path, is_directory: bool) -> Iterator[None]:
         except FileNotFoundError:
             pass
         os.close(descriptor)
+
+
+def writes_output(parameter: str, is_directory: bool, when: Callable[[], bool] = lambda: True):
+    """Decorate a function that writes the output named by its argument ``parameter``: the call
+    holds that output's lock (``exclusive_output``). ``when()`` false skips the lock (e.g. the
+    non-main ranks of a distributed run, which write nothing)."""
+
+    def decorate(function):
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def locked(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            with exclusive_output(bound.arguments[parameter], is_directory) if when() else nullcontext():
+                return function(*args, **kwargs)
+
+        return locked
+
+    return decorate

@@ -27,6 +27,7 @@ import numpy as np
 
 from ecgtool import __version__
 from ecgtool.errors import EcgToolError
+from ecgtool.output_lock import writes_output
 
 __all__ = [
     "CacheResult",
@@ -435,6 +436,7 @@ def _check_compatible(cache_dir: Path, old: dict, wanted: dict) -> None:
             )
 
 
+@writes_output("cache_dir", is_directory=True)
 def embed_prompts(
     model_path: str | Path,
     prompts: Sequence[Prompt],
@@ -446,26 +448,8 @@ def embed_prompts(
     registry=None,
     progress: ProgressCallback | None = None,
 ) -> CacheResult:
-    """Embed ``prompts`` into the cache at ``cache_dir`` (see ``_embed_prompts`` for the
-    parameters), holding the cache's lock: one process writes a cache at a time."""
-    from ecgtool.output_lock import exclusive_output
-
-    with exclusive_output(cache_dir, is_directory=True):
-        return _embed_prompts(model_path, prompts, cache_dir, pooling, layer, batch_size, device, registry, progress)
-
-
-def _embed_prompts(
-    model_path: str | Path,
-    prompts: Sequence[Prompt],
-    cache_dir: str | Path,
-    pooling: str = "mean",
-    layer: int = -1,
-    batch_size: int = 16,
-    device: str = "cpu",
-    registry=None,
-    progress: ProgressCallback | None = None,
-) -> CacheResult:
-    """Embed ``prompts`` into the cache at ``cache_dir``, re-using rows already there.
+    """Embed ``prompts`` into the cache at ``cache_dir``, re-using rows already there, holding
+    the cache's lock (one process writes a cache at a time).
 
     Parameters
     ----------

@@ -32,6 +32,7 @@ from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.augment import SignalAugment, augment_signals, step_generator
 from ecgtool.loss import ClipLoss
 from ecgtool.metrics import auroc, per_label_topk
+from ecgtool.output_lock import writes_output
 from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig, input_filters
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import SAMPLING_RATE
@@ -134,6 +135,7 @@ class TrainResult:
 StepCallback = Callable[[int, int, float, float], None]
 
 
+@writes_output("out_dir", is_directory=True, when=lambda: context_from_environment().is_main)
 def train(
     store_dir: str | Path,
     text_cache_dir: str | Path,
@@ -148,29 +150,7 @@ def train(
     """Train (or resume training) and write checkpoints and a metrics log into ``out_dir``.
 
     The main process holds ``out_dir``'s lock throughout: a second run into the same directory
-    is refused (``ecgtool.output_lock``). Parameters as ``_train``'s.
-    """
-    from contextlib import nullcontext
-
-    from ecgtool.output_lock import exclusive_output
-
-    main = context_from_environment().is_main
-    with exclusive_output(out_dir, is_directory=True) if main else nullcontext():
-        return _train(store_dir, text_cache_dir, out_dir, config, resume, registry, on_step, stop_after_steps, on_note)
-
-
-def _train(
-    store_dir: str | Path,
-    text_cache_dir: str | Path,
-    out_dir: str | Path,
-    config: TrainConfig = TrainConfig(),
-    resume: bool = False,
-    registry: Registry | None = None,
-    on_step: StepCallback | None = None,
-    stop_after_steps: int | None = None,
-    on_note: Callable[[str], None] | None = None,
-) -> TrainResult:
-    """Train (or resume training) and write checkpoints and a metrics log into ``out_dir``.
+    is refused (``ecgtool.output_lock``).
 
     Parameters
     ----------
