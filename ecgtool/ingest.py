@@ -49,8 +49,8 @@ from ecgtool.store import (
     file_sha256,
     record_ids_digest,
     ShardWriter,
-    read_shard,
     read_shard_attributes,
+    read_shard_summary,
     to_stored_dtype,
     write_json_atomic,
 )
@@ -364,8 +364,10 @@ def ingest(
         pending = [(name, members, digest) for name, members, digest in plan if not _shard_is_done(out_dir / name, digest)]
         total = sum(len(members) for _, members, _ in pending)
         pool, counter = _start_pool(options) if pending else (None, None)
+        converted, shard_sha256 = 0, {}
         try:
-            converted = _convert(pending, out_dir, registry, progress, total, pool, counter)
+            if pending:
+                converted, shard_sha256 = _convert(pending, out_dir, registry, progress, total, pool, counter)
         except BaseException:
             if pool is not None:
                 pool.terminate()  # stop the other workers before removing what they were writing
@@ -378,7 +380,7 @@ def ingest(
             if pool is not None:
                 pool.terminate()
                 pool.join()
-        manifest = _write_manifest(out_dir, plan, index, registry, options, config)
+        manifest = _write_manifest(out_dir, plan, index, registry, options, config, shard_sha256)
     return IngestResult(
         out_dir=out_dir,
         manifest=manifest,
@@ -493,22 +495,30 @@ def acquisition_metadata(record, derived_leads: tuple[str, ...]) -> dict:
 _WRITE_BLOCK = 64
 
 
-def _write_shard_task(task: _ShardTask) -> int:
-    """Worker: read, convert and write every record of one shard; the shard appears only when whole."""
+def _write_shard_task(task: _ShardTask) -> tuple[int, str]:
+    """Worker: read, convert and write every record of one shard; the shard appears only when whole.
+
+    Returns the records done and the shard's SHA-256, computed here while its pages are hot and
+    the workers run in parallel (the main process hashing every shard after the pool took ~0.1 s
+    per thousand records, on one core)."""
     options = _worker_options
     _check_free_space(task, options)
     try:
         return _write_shard(task, options)
-    except OSError as error:
-        # h5py reports a full disk or a lost folder as OSError; the .tmp is gone (writer.abort)
+    except (OSError, RuntimeError) as error:
+        # h5py reports a full disk or a lost folder as OSError, or as RuntimeError when closing
+        # the file fails ("file write failed ... errno = 28"); the .tmp is gone (writer.abort)
+        if isinstance(error, RuntimeError) and "file write failed" not in str(error):
+            raise
         raise IngestError(f"{task.path}: cannot write ({_os_reason(error)}); "
                           "nothing half-written is left: free space and re-run the same command to resume") from None
 
 
-def _os_reason(error: OSError) -> str:
+def _os_reason(error: Exception) -> str:
     """The cause of a failed write in a few words (h5py puts the C library's whole report in the message)."""
-    if error.errno is not None and error.errno in errno.errorcode:
-        return os.strerror(error.errno)
+    code = getattr(error, "errno", None)
+    if code is not None and code in errno.errorcode:
+        return os.strerror(code)
     found = re.search(r"errno = (\d+)", str(error))
     if found:
         return os.strerror(int(found.group(1)))
@@ -528,7 +538,7 @@ def _check_free_space(task: _ShardTask, options: IngestOptions) -> None:
                           "free space and re-run the same command to resume")
 
 
-def _write_shard(task: _ShardTask, options: IngestOptions) -> int:
+def _write_shard(task: _ShardTask, options: IngestOptions) -> tuple[int, str]:
     writer = ShardWriter(task.path, task.findings.shape[1], options.dtype)
     skipped = []
     try:
@@ -541,11 +551,11 @@ def _write_shard(task: _ShardTask, options: IngestOptions) -> int:
             if _worker_progress is not None:
                 with _worker_progress.get_lock():
                     _worker_progress.value += len(block)
+        writer.close({**task.attributes, "skipped": skipped})
     except BaseException:
         writer.abort()
         raise
-    writer.close({**task.attributes, "skipped": skipped})
-    return len(task.members)
+    return len(task.members), file_sha256(task.path)
 
 
 def _block_content(block: list[Candidate], outcomes, kept: list[int], findings: np.ndarray, options: IngestOptions) -> ShardContent:
@@ -569,17 +579,15 @@ def _start_pool(options: IngestOptions):
     ``--workers 1``: HDF5 can crash the process that writes when the disk fills, and a crashed
     worker is an error the main process reports, where a crash of the main process is not."""
     workers = options.workers or os.cpu_count() or 1
-    if options.dtype == "float16":
-        import torch  # noqa: F401  imported once here, before the fork, not in every worker
-
-        torch.set_num_threads(1)
     context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
     counter = context.Value("q", 0)
     return context.Pool(workers, initializer=_init_worker, initargs=(options, counter)), counter
 
 
-def _convert(pending, out_dir: Path, registry: Registry, progress, total: int, pool, counter) -> int:
-    """Stage 2: one task per missing shard; workers write shards in parallel, largest first."""
+def _convert(pending, out_dir: Path, registry: Registry, progress, total: int, pool, counter) -> tuple[int, dict[str, str]]:
+    """Stage 2: one task per missing shard; workers write shards in parallel, largest first.
+
+    Returns the records converted and the SHA-256 of each shard written, by file name."""
     tasks = [
         _ShardTask(
             path=out_dir / name,
@@ -603,23 +611,27 @@ def _convert(pending, out_dir: Path, registry: Registry, progress, total: int, p
             raise IngestError(f"{out_dir}: a worker process was killed (signal {-dead[0]}) while writing shards; "
                               "finished shards are kept: re-run the same command to resume")
         time.sleep(0.1)
-    done = sum(result.get() for result in results)  # re-raises a worker's exception
+    written = [result.get() for result in results]  # re-raises a worker's exception
+    done = sum(count for count, _ in written)
     if progress:
         progress(done, total)
-    return done
+    return done, {task.path.name: sha256 for task, (_, sha256) in zip(tasks, written)}
 
 
-def _write_manifest(out_dir: Path, plan, index: IndexResult, registry: Registry, options: IngestOptions, config: dict) -> dict:
+def _write_manifest(out_dir: Path, plan, index: IndexResult, registry: Registry, options: IngestOptions, config: dict,
+                    shard_sha256: dict[str, str]) -> dict:
+    """``shard_sha256``: the digests the workers computed of the shards they wrote; shards done
+    by an earlier run are hashed here."""
     shards, skipped = [], [asdict(s) for s in index.skipped]
     counts = {split: {"records": 0, "patients": 0, "labelled": 0} for split in SPLITS}
     patients: dict[str, set[str]] = {split: set() for split in SPLITS}
     for name, members, _ in plan:
         path = out_dir / name
-        content = read_shard(path, with_signal=False)
+        content = read_shard_summary(path)
         split = members[0].split
-        skipped.extend(read_shard_attributes(path)["skipped"])
+        skipped.extend(content.attributes["skipped"])
         shards.append({"file": name, "split": split, "records": len(content),
-                       "record_ids_sha256": record_ids_digest(content.record_id), "sha256": file_sha256(path)})
+                       "record_ids_sha256": record_ids_digest(content.record_id), "sha256": shard_sha256.get(name) or file_sha256(path)})
         counts[split]["records"] += len(content)
         counts[split]["labelled"] += int((content.findings.sum(axis=1) > 0).sum())
         patients[split].update(content.patient_id)

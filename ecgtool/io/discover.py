@@ -74,11 +74,13 @@ def find_records(inputs: Sequence[str | Path]) -> tuple[list[Found], list[Found]
         for directory, folders, files in os.walk(root, onerror=unreadable):
             folders[:] = sorted(folder for folder in folders if not folder.startswith("."))
             header_stems = {os.path.splitext(name)[0] for name in files if name.lower().endswith(".hea")}
+            # relpath once per folder, not per file: it normalises two absolute paths every call
+            folder_display = os.path.relpath(directory, base)
             for name in sorted(files):
                 stem, suffix = os.path.splitext(name)
                 suffix = suffix.lower()
                 path = os.path.join(directory, name)
-                display = os.path.relpath(path, base)
+                display = name if folder_display == os.curdir else os.path.join(folder_display, name)
                 if suffix == ".hea":
                     records.append(Found(Path(path), display, record_format=WFDB))
                 elif stem in header_stems or name.startswith(".") or suffix in NOT_RECORD_SUFFIXES or stem.lower() in NOT_RECORD_NAMES:

@@ -8,6 +8,7 @@ Georgia headers of Challenge 2020 do; ``mv`` for ``mV``).
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,11 +90,14 @@ def label_codes_from_comments(comments: tuple[str, ...]) -> dict[str, tuple[str,
 
 def read_header_comments(path: str | Path) -> tuple[str, ...]:
     """Only the comment lines of a header: the cheap part that indexing needs."""
-    path = Path(path)
     try:
-        text = path.read_text(encoding="latin-1")
+        with open(path, "rb") as stream:
+            data = stream.read()
     except OSError as error:
-        raise RecordError(path, f"cannot read header: {error.strerror or error}") from None
+        raise RecordError(Path(path), f"cannot read header: {error.strerror or error}") from None
+    if b"#" not in data:  # most headers (PTB-XL's) have none: no decoding, no line splitting
+        return ()
+    text = data.decode("latin-1")
     return tuple(line.strip()[1:].strip() for line in text.splitlines() if line.lstrip().startswith("#"))
 
 
@@ -196,14 +200,14 @@ def _parse_signal_line(line: str, path: Path) -> SignalSpec:
         byte_offset = int(fmt_match["offset"] or 0)
     gain, baseline, units = _DEFAULT_GAIN, None, "mV"
     if len(fields) > 2:
-        gain_match = _GAIN_FIELD.match(fields[2])
-        if not gain_match:
+        parsed_gain = _gain_field(fields[2])
+        if parsed_gain is None:
             raise RecordError(path, f"malformed ADC gain {fields[2]!r}")
-        gain = float(gain_match["gain"]) or _DEFAULT_GAIN
-        if gain_match["baseline"] is not None:
-            baseline = int(gain_match["baseline"])
-        units = gain_match["units"] or "mV"
-    numbers = [_to_int(text, what, path) for text, what in zip(fields[3:8], _NUMERIC_FIELDS)]
+        gain, baseline, units = parsed_gain
+    try:
+        numbers = list(map(int, fields[3:8]))
+    except ValueError:  # say which field
+        numbers = [_to_int(text, what, path) for text, what in zip(fields[3:8], _NUMERIC_FIELDS)]
     numbers += [None] * (5 - len(numbers))
     adc_resolution, adc_zero, initial_value, checksum, _block_size = numbers
     return SignalSpec(
@@ -221,6 +225,17 @@ def _parse_signal_line(line: str, path: Path) -> SignalSpec:
         checksum=checksum,
         description=" ".join(fields[8:]),
     )
+
+
+@functools.lru_cache(maxsize=256)
+def _gain_field(text: str) -> tuple[float, int | None, str] | None:
+    """``adcgain[(baseline)][/units]`` → (gain, baseline or None, units), None when malformed;
+    cached: the signal lines of a dataset mostly share a handful of gain fields."""
+    gain_match = _GAIN_FIELD.match(text)
+    if not gain_match:
+        return None
+    baseline = int(gain_match["baseline"]) if gain_match["baseline"] is not None else None
+    return float(gain_match["gain"]) or _DEFAULT_GAIN, baseline, gain_match["units"] or "mV"
 
 
 def _to_int(text: str, what: str, path: Path) -> int:
