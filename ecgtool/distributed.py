@@ -1,7 +1,8 @@
 """Rank and world size under ``torchrun``, process-group setup, and batch norm across ranks.
 
 ``torchrun`` sets ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``; without them everything runs as a
-single process. NCCL is used on CUDA, gloo on CPU.
+single process. NCCL is used on CUDA, gloo on CPU. A process started by ``torchrun`` joins a
+process group even alone (``--nproc_per_node=1``), so that one GPU exercises the path many take.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ class DistributedContext:
     rank: int = 0
     local_rank: int = 0
     world_size: int = 1
+    launched: bool = False  # by torchrun, which may start a single rank
 
     @property
     def is_distributed(self) -> bool:
-        return self.world_size > 1
+        return self.world_size > 1 or self.launched
 
     @property
     def is_main(self) -> bool:
@@ -41,6 +43,7 @@ def context_from_environment() -> DistributedContext:
         rank=int(os.environ.get("RANK", 0)),
         local_rank=int(os.environ.get("LOCAL_RANK", 0)),
         world_size=int(os.environ.get("WORLD_SIZE", 1)),
+        launched="TORCHELASTIC_RUN_ID" in os.environ,
     )
 
 

@@ -14,21 +14,27 @@ from ecgtool.metrics import per_label_topk
 from ecgtool.store import Store
 
 
-def embed_split(bundle: Bundle, store: Store, split: str, batch_size: int = 256,
+def embed_split(bundle: Bundle, store: Store, split: str, batch_size: int | None = None,
                 device: torch.device = torch.device("cpu")) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """ECG embeddings, multi-hot findings and record ids of every record of ``split``."""
+    """ECG embeddings, multi-hot findings and record ids of every record of ``split``.
+
+    Through :class:`ecgtool.inference.FastEncoder`: on CUDA batches of 1024 (default) read ahead
+    into pinned memory and a compiled bfloat16 encoder; on the CPU batches of 256 through the
+    bundle's float32 encoder, as before."""
+    from ecgtool.inference import FastEncoder, store_batches
+
     if store.registry_hash != bundle.description["registry"]["hash"]:
         raise EcgToolError(f"{store.directory}: built with registry {store.registry_hash}, the bundle with {bundle.description['registry']['hash']}")
-    embeddings, findings, record_ids = [], [], []
-    for shard in store.shards(split):
-        for start in range(0, len(shard), batch_size):
-            signals = torch.from_numpy(shard.signal[start : start + batch_size]).to(device, torch.float32)
-            embeddings.append(bundle.embed(signals).cpu())
+    findings, record_ids = [], []
+    for shard in store.shards(split, with_signal=False):
         findings.append(shard.findings)
         record_ids.extend(shard.record_id)
     if not record_ids:
         raise EcgToolError(f"{store.directory}: the {split} split is empty")
-    return torch.cat(embeddings).numpy(), np.concatenate(findings), record_ids
+    batch_size = batch_size or (1024 if device.type == "cuda" else 256)
+    encoder = FastEncoder(bundle, device, batch_size)
+    embeddings = encoder.encode(store_batches(store.shard_paths(split), batch_size))
+    return embeddings, np.concatenate(findings), record_ids
 
 
 def per_label_accuracy(bundle: Bundle, store: Store, split: str = "test", lang: str = "ja",

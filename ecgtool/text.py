@@ -304,9 +304,9 @@ def embed_texts(
                 # Count positions from each text's first token, so left padding shifts nothing.
                 inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
             hidden = model(**inputs, output_hidden_states=True).hidden_states[layer].float()
-            pooled = _pool(hidden, mask, pooling)
+            pooled = _pool(hidden, mask, pooling).cpu().numpy()  # one copy (and wait) per batch, not per row
             for row, index in enumerate(batch):
-                vectors[index] = pooled[row].cpu().numpy()
+                vectors[index] = pooled[row]
             if progress is not None:
                 progress(min(start + batch_size, len(texts)), len(texts))
     if not texts:

@@ -8,6 +8,12 @@ batch norm synchronised, so a multi-process step equals a single-process step.
 
 The data order of epoch ``e`` is a permutation drawn from ``seed + e`` alone, so a run resumed
 from a checkpoint taken mid-epoch continues exactly where the interrupted one was.
+
+The fast path (``--compile``, on by default on CUDA): the forward pass and the loss are compiled
+with ``torch.compile`` for the one static shape every step has (the last incomplete batch of an
+epoch is always dropped), with CUDA graphs on a single CUDA process; AdamW is fused on CUDA; the
+per-step losses stay on the device and are read back every ``log_every_steps`` steps and before
+every checkpoint, so a step queues its work without waiting for the GPU.
 """
 
 from __future__ import annotations
@@ -58,6 +64,7 @@ BUNDLE = "bundle"
 # val_loss, or maximises one of the others.
 SELECTION_FIGURES = ("val_loss", "val_macro_auroc", "val_top1", "val_top5")
 HIGHER_IS_BETTER = ("val_macro_auroc", "val_top1", "val_top5")
+COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 class TrainError(EcgToolError):
@@ -94,6 +101,10 @@ class TrainConfig:
     device: str = "auto"
     stream: str = "auto"
     loader_workers: int = 2
+    compile: str = "auto"
+    compile_mode: str = "auto"
+    compile_backend: str = "inductor"
+    log_every_steps: int = 0
 
     def resolved_device(self) -> torch.device:
         from ecgtool.devices import resolve_device
@@ -106,10 +117,33 @@ class TrainConfig:
             raise TrainError(f"precision must be auto, bf16 or fp32, got {self.precision!r}")
         return torch.bfloat16 if precision == "bf16" else None
 
+    def compiles(self, device: torch.device) -> bool:
+        """``auto``: compiled on CUDA, eager on the CPU (where compiling buys nothing measurable)."""
+        if self.compile not in ("auto", "on", "off"):
+            raise TrainError(f"compile must be auto, on or off, got {self.compile!r}")
+        return self.compile == "on" or (self.compile == "auto" and device.type == "cuda")
+
+    def resolved_compile_mode(self, device: torch.device, distributed: bool) -> str:
+        """``auto``: CUDA graphs (``reduce-overhead``) on one CUDA process; under DDP, whose
+        gradient hooks run between the graph's pieces, and on the CPU, inductor's default."""
+        if self.compile_mode not in COMPILE_MODES:
+            raise TrainError(f"compile-mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}")
+        if self.compile_mode != "auto":
+            return self.compile_mode
+        return "reduce-overhead" if device.type == "cuda" and not distributed else "default"
+
+    def resolved_log_every(self, device: torch.device) -> int:
+        """How many steps between reading the losses back (``0``: every step on the CPU, where
+        reading costs nothing, every 50 on CUDA, where each read waits for the GPU)."""
+        if self.log_every_steps < 0:
+            raise TrainError(f"log-every-steps must be 0 or more, got {self.log_every_steps}")
+        return self.log_every_steps or (50 if device.type == "cuda" else 1)
+
     def recipe(self) -> dict:
         """The fields a resumed run must share with the run it resumes."""
         values = asdict(self)
-        for how_not_what in ("device", "checkpoint_every_steps", "stream", "loader_workers"):
+        for how_not_what in ("device", "checkpoint_every_steps", "stream", "loader_workers",
+                             "compile", "compile_mode", "compile_backend", "log_every_steps"):
             values.pop(how_not_what)
         return values
 
@@ -165,6 +199,10 @@ def train(
     """
     registry = registry or load_registry()
     device = config.resolved_device()
+    # A bad --compile, --compile-mode or --log-every-steps fails here, before any data is read.
+    config.compiles(device)
+    config.resolved_compile_mode(device, distributed=False)
+    config.resolved_log_every(device)
     world_size = context_from_environment().world_size
     if config.batch_size % world_size:
         raise TrainError(f"global batch {config.batch_size} does not split evenly over {world_size} ranks")
@@ -190,6 +228,8 @@ def train(
         raise TrainError(f"label prompt probability must be between 0 and 1, got {config.label_prompt_prob}")
 
     _seed_everything(config.seed)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every step has the same shape: pick the fastest convolutions once
     model_config = ModelConfig(text_dim=int(cache.vectors.shape[1]), embed_dim=config.embed_dim,
                                input_lowpass_hz=config.input_lowpass_hz, input_decimation=config.input_decimation)
     try:
@@ -198,7 +238,7 @@ def train(
         raise TrainError(f"input band-limit: {error}") from None
     if context.is_distributed:
         model = convert_batchnorm_for_ranks(model, device).to(device)
-    optimizer = _optimizer(model, config)
+    optimizer = _optimizer(model, config, device)
     steps_per_epoch = len(train_data) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config, total_steps))
@@ -220,52 +260,74 @@ def train(
     loss_fn = ClipLoss(mask_same_text=config.mask_same_text, mask_implied_texts=config.mask_implied_texts)
     augment = SignalAugment() if config.augment else None
     autocast_dtype = config.autocast_dtype(device)
+    forward_loss = _forward_loss(trained, loss_fn, context, config, device, autocast_dtype)
+    losses = _StepLosses(config.resolved_log_every(device), device)
+    # Text choice and record names are drawn on the CPU: host copies of the small index tensors
+    # keep the per-step reads of them off the GPU.
+    findings_on_host, text_index_on_host = train_data.findings.cpu(), train_data.text_index.cpu()
+    index_device = train_data.findings.device
     board = _tensorboard(out_dir) if context.is_main else None
+
+    def read_losses(epoch_losses: list[float], order: torch.Tensor) -> None:
+        """One host sync: the window's losses, checked, logged and reported."""
+        first_step, values = losses.read()
+        for offset, loss in enumerate(values):
+            if not math.isfinite(loss):
+                step = first_step + offset
+                ids = [train_data.record_ids[i] for i in order[step * config.batch_size:(step + 1) * config.batch_size].tolist()]
+                shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
+                raise TrainError(f"{out_dir}: loss is {loss} at epoch {state.epoch + 1}, step {step + 1} "
+                                 f"(records {shown}); nothing of this step was saved: check those records, "
+                                 "lower --lr, or resume from the last checkpoint")
+        if not values:
+            return
+        epoch_losses.extend(values)
+        state.last_loss = values[-1]
+        if context.is_main and on_step:
+            on_step(state.global_step, total_steps, state.last_loss, losses.samples_per_second(config.batch_size))
 
     steps_this_call = 0
     while state.epoch < config.epochs:
         order = _epoch_order(config.seed, state.epoch, len(train_data))
+        order_on_device = order.to(index_device)  # one copy per epoch; each step slices it there
         epoch_losses: list[float] = []
         epoch_started = time.perf_counter()
         trained.train()
-        batches = _local_batches(order, state.step_in_epoch, steps_per_epoch, config.batch_size, context)
-        for local, signals in zip(batches, _batch_signals(train_data, batches, config, device)):
-            started = time.perf_counter()
+        losses.start(state.step_in_epoch)
+        host_batches = _local_batches(order, state.step_in_epoch, steps_per_epoch, config.batch_size, context)
+        batches = _local_batches(order_on_device, state.step_in_epoch, steps_per_epoch, config.batch_size, context)
+        for local, signals in zip(batches, _batch_signals(train_data, batches, host_batches, config, device)):
             step = state.step_in_epoch
             global_batch = order[step * config.batch_size:(step + 1) * config.batch_size]
             mine = slice(context.rank * len(local), (context.rank + 1) * len(local))
             # Drawn for the whole global batch on every rank, then sliced: one step of N ranks
             # draws what one process would.
             text_rows, text_findings = choose_texts(
-                train_data.findings[global_batch.to(train_data.findings.device)],
-                train_data.text_index[global_batch.to(train_data.text_index.device)],
+                findings_on_host[global_batch], text_index_on_host[global_batch],
                 label_rows, config.label_prompt_prob, step_generator(config.seed, state.epoch, step, 1))
-            text_rows, text_findings = text_rows[mine], text_findings[mine]
+            text_rows = text_rows[mine].to(index_device, non_blocking=True)
+            text_findings = text_findings[mine].to(device, non_blocking=True)
             if augment is not None:
                 signals = augment_signals(signals, augment, step_generator(config.seed, state.epoch, step, 2),
                                           SAMPLING_RATE, global_batch=len(global_batch), offset=mine.start)
-            record_findings = train_data.findings[local.to(train_data.findings.device)]
-            loss = _train_step(trained, loss_fn, optimizer, scheduler, signals,
-                               train_data.text_vectors[text_rows.to(train_data.text_vectors.device)],
-                               text_rows, context, config, device, autocast_dtype, record_findings, text_findings)
-            if not math.isfinite(loss):
-                ids = [train_data.record_ids[i] for i in global_batch.tolist()]
-                shown = ", ".join(ids[:8]) + (f" and {len(ids) - 8} more" if len(ids) > 8 else "")
-                raise TrainError(f"{out_dir}: loss is {loss} at epoch {state.epoch + 1}, step {step + 1} "
-                                 f"(records {shown}); nothing of this step was saved: check those records, "
-                                 "lower --lr, or resume from the last checkpoint")
-            epoch_losses.append(loss)
-            state.last_loss = loss
+            record_findings = train_data.findings[local]
+            loss = _train_step(trained, forward_loss, optimizer, scheduler, signals,
+                               train_data.text_vectors[text_rows], text_rows, config, device,
+                               record_findings, text_findings)
+            losses.add(loss)
             state.step_in_epoch += 1
             state.global_step += 1
             steps_this_call += 1
-            if context.is_main and on_step:
-                on_step(state.global_step, total_steps, loss, config.batch_size / (time.perf_counter() - started))
-            if config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0:
+            checkpoint_now = bool(config.checkpoint_every_steps and state.global_step % config.checkpoint_every_steps == 0)
+            stop_now = stop_after_steps is not None and steps_this_call >= stop_after_steps
+            if losses.full() or checkpoint_now or stop_now:
+                read_losses(epoch_losses, order)  # before any save: a non-finite step is never saved
+            if checkpoint_now:
                 _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
-            if stop_after_steps is not None and steps_this_call >= stop_after_steps:
+            if stop_now:
                 _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
                 return TrainResult(out_dir, state, checkpoint_dir / LAST, _existing(checkpoint_dir / BEST))
+        read_losses(epoch_losses, order)
         record = {
             "epoch": state.epoch + 1,
             "step": state.global_step,
@@ -310,15 +372,17 @@ def _local_batches(order: torch.Tensor, first_step: int, steps: int, batch_size:
     ]
 
 
-def _batch_signals(data: SplitData, batches: list[torch.Tensor], config: TrainConfig, device: torch.device):
-    """Each batch's samples as float32 on ``device``: indexed in memory, or read ahead by workers."""
+def _batch_signals(data: SplitData, batches: list[torch.Tensor], host_batches: list[torch.Tensor],
+                   config: TrainConfig, device: torch.device):
+    """Each batch's samples as float32 on ``device``: indexed in memory (``batches``, on the
+    split's device), or read ahead by workers (``host_batches``)."""
     if not data.streamed:
         for local in batches:
-            yield data.signals[local.to(data.signals.device)].to(device, torch.float32, non_blocking=True)
+            yield data.signals[local].to(device, torch.float32, non_blocking=True)
         return
     loader = torch.utils.data.DataLoader(
         StreamedSignals(data.locations),
-        sampler=[local.tolist() for local in batches],
+        sampler=[local.tolist() for local in host_batches],
         batch_size=None,
         num_workers=config.loader_workers,
         pin_memory=device.type == "cuda",
@@ -329,23 +393,91 @@ def _batch_signals(data: SplitData, batches: list[torch.Tensor], config: TrainCo
         yield signals.to(device, torch.float32, non_blocking=True)
 
 
-def _train_step(trained, loss_fn, optimizer, scheduler, signals: torch.Tensor, text_vectors: torch.Tensor,
-                text_rows: torch.Tensor, context: DistributedContext, config: TrainConfig, device: torch.device,
-                autocast_dtype, record_findings: torch.Tensor, text_findings: torch.Tensor) -> float:
-    text_vectors = text_vectors.to(device, non_blocking=True)
-    with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        ecg, text, scale = trained(signals, text_vectors)
-        loss = loss_fn(ecg, text, scale, context, text_rows.to(device), record_findings.to(device), text_findings.to(device))
-    optimizer.zero_grad(set_to_none=True)
+def _forward_loss(trained, loss_fn: ClipLoss, context: DistributedContext, config: TrainConfig,
+                  device: torch.device, autocast_dtype):
+    """``forward_loss(signals, text_vectors, text_rows, record_findings, text_findings)``: the
+    step's forward pass and loss, compiled when ``config.compiles(device)``.
+
+    One process compiles forward and loss as one graph. Under DDP only the DDP module is compiled
+    (its optimizer splits the graph at the gradient buckets) and the loss, whose feature gather is
+    a collective with autograd, runs eagerly after it.
+    """
+    model_call = trained
+
+    def forward_loss(signals, text_vectors, text_rows, record_findings, text_findings):
+        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            ecg, text, scale = model_call(signals, text_vectors)
+            return loss_fn(ecg, text, scale, context, text_rows, record_findings, text_findings)
+
+    if not config.compiles(device):
+        return forward_loss
+    mode = config.resolved_compile_mode(device, context.is_distributed)
+    options = {"backend": config.compile_backend, "dynamic": False}
+    if config.compile_backend == "inductor":
+        options["mode"] = None if mode == "default" else mode
+    if context.is_distributed:
+        model_call = torch.compile(trained, **options)
+        return forward_loss
+    compiled = torch.compile(forward_loss, **options)
+    if device.type != "cuda" or "cudagraphs" in mode or mode not in ("reduce-overhead", "max-autotune"):
+        return compiled
+
+    def graphed_forward_loss(*args):
+        # Each step is a new CUDA-graph generation: the last step's outputs may be overwritten.
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*args)
+
+    return graphed_forward_loss
+
+
+class _StepLosses:
+    """The losses of the steps since the last read, kept on the device: reading them (``read``)
+    is the loop's only wait for the GPU, once every ``every`` steps."""
+
+    def __init__(self, every: int, device: torch.device):
+        self.every = every
+        self.buffer = torch.zeros(every, device=device)
+        self.count = 0
+        self.first_step = 0
+        self.since = time.perf_counter()
+
+    def start(self, step_in_epoch: int) -> None:
+        self.count, self.first_step, self.since = 0, step_in_epoch, time.perf_counter()
+
+    def add(self, loss: torch.Tensor) -> None:
+        self.buffer[self.count].copy_(loss.detach())  # a copy: under CUDA graphs the next step overwrites loss
+        self.count += 1
+
+    def full(self) -> bool:
+        return self.count == self.every
+
+    def read(self) -> tuple[int, list[float]]:
+        """(step in epoch of the first loss, the losses); starts the next window."""
+        first, values = self.first_step, self.buffer[:self.count].tolist()
+        self._rate = len(values) / max(time.perf_counter() - self.since, 1e-9)
+        self.start(first + len(values))
+        return first, values
+
+    def samples_per_second(self, batch_size: int) -> float:
+        return batch_size * self._rate
+
+
+def _train_step(trained, forward_loss, optimizer, scheduler, signals: torch.Tensor, text_vectors: torch.Tensor,
+                text_rows: torch.Tensor, config: TrainConfig, device: torch.device,
+                record_findings: torch.Tensor, text_findings: torch.Tensor) -> torch.Tensor:
+    """One optimizer step; returns the loss as a device tensor (reading it would wait for the GPU)."""
+    loss = forward_loss(signals, text_vectors.to(device, non_blocking=True), text_rows.to(device, non_blocking=True),
+                        record_findings.to(device, non_blocking=True), text_findings)
     loss.backward()
     if config.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
     optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
     scheduler.step()
     model = trained.module if isinstance(trained, DistributedDataParallel) else trained
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
-    return float(loss.detach())
+    return loss
 
 
 @torch.no_grad()
@@ -372,10 +504,11 @@ def evaluate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, con
             if len(index) > 1:
                 for j, lang in enumerate(langs):
                     text = model.encode_text(data.text_vectors[rows[:, j]].to(device))
-                    losses[lang].append(float(loss_fn(ecg, text, model.clamped_logit_scale())))
+                    losses[lang].append(loss_fn(ecg, text, model.clamped_logit_scale()).float())  # read once, below
                 weights.append(len(index))
         embeddings.append(ecg.float())
     ecg = torch.cat(embeddings)
+    losses = {lang: torch.stack(values).tolist() if values else [] for lang, values in losses.items()}
     truth = data.findings.cpu().numpy().astype(bool)
     record: dict = {}
     for j, lang in enumerate(langs):
@@ -422,7 +555,7 @@ def _fits_on(device: torch.device, data: SplitData) -> bool:
     return data.signals.numel() * data.signals.element_size() < 0.5 * free
 
 
-def _optimizer(model: EcgTextModel, config: TrainConfig) -> torch.optim.Optimizer:
+def _optimizer(model: EcgTextModel, config: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
     # As the Hugging Face Trainer does: no weight decay on biases and normalisation weights.
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
@@ -432,7 +565,20 @@ def _optimizer(model: EcgTextModel, config: TrainConfig) -> torch.optim.Optimize
         lr=config.lr,
         betas=(config.beta1, config.beta2),
         eps=config.eps,
+        fused=device.type == "cuda" or None,  # one kernel for every parameter on CUDA
     )
+
+
+def _match_optimizer_implementation(optimizer: torch.optim.Optimizer, fused: bool | None) -> None:
+    """A checkpoint's optimizer state carries the implementation it was saved with; keep ours
+    (a CPU run resumed on CUDA becomes fused, a CUDA run resumed on the CPU stops being)."""
+    for group in optimizer.param_groups:
+        group["fused"] = fused
+        for parameter in group["params"]:
+            state = optimizer.state.get(parameter, {})
+            if "step" in state:
+                step = state["step"]
+                state["step"] = step.to(parameter.device, torch.float32) if fused else step.cpu().float()
 
 
 def _schedule(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
@@ -512,6 +658,7 @@ def _restore(path: Path, model: EcgTextModel, optimizer, scheduler, metadata: di
             raise TrainError(f"{path}: was trained with another {key.replace('_', ' ')}; resume with the same settings")
     model.load_state_dict(_matching_state(payload["model"], model))
     optimizer.load_state_dict(payload["optimizer"])
+    _match_optimizer_implementation(optimizer, optimizer.defaults.get("fused"))
     scheduler.load_state_dict(payload["scheduler"])
     rng = payload["rng"]
     random.setstate(rng["python"])

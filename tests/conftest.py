@@ -35,3 +35,20 @@ def public_store(shared_data, tmp_path_factory) -> Path:
                            env={**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"})
     assert built.returncode == 0, built.stderr[-2000:]
     return work / "store-public"
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu",
+                     help="Device of the tests that take one (the `device` fixture): cpu (default), cuda or cuda:N.")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "device: runs on the --device given to pytest (default cpu)")
+
+
+@pytest.fixture(scope="session")
+def device(request) -> str:
+    """``--device`` of this pytest run; a GPU that is absent fails the run rather than skipping."""
+    from ecgtool.devices import resolve_device
+
+    return str(resolve_device(request.config.getoption("--device")))
