@@ -8,6 +8,9 @@ A bundle is one directory::
     model.safetensors    ECG encoder and ECG projection (float16 by default)
     text.safetensors     projected, L2-normalised prompt vectors: "label/ja", "label/en"
                          (98 × d, registry order) and "superset/<test>/<lang>" (classes × d)
+    text_projection.safetensors
+                         the text projection (language-model vector → shared space), for free-text
+                         queries (``ecgtool search --text``); absent from bundles exported before it
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -31,10 +35,14 @@ from ecgtool.signal import CANONICAL_FORM_VERSION
 from ecgtool.store import file_sha256, write_json_atomic
 from ecgtool.training_data import TextCache, load_text_cache
 
+if TYPE_CHECKING:
+    from ecgtool.bundle_calibration import BundleCalibration
+
 BUNDLE_FORMAT_VERSION = 1
 BUNDLE_JSON = "bundle.json"
 MODEL_WEIGHTS = "model.safetensors"
 TEXT_VECTORS = "text.safetensors"
+TEXT_PROJECTION = "text_projection.safetensors"
 LANGS = ("ja", "en")
 
 
@@ -75,6 +83,7 @@ def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str |
     weights = {f"ecg_encoder.{k}": v for k, v in model.ecg_encoder.state_dict().items()}
     weights.update({f"ecg_projection.{k}": v for k, v in model.ecg_projection.state_dict().items()})
     weights = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    text_projection = {f"text_projection.{k}": v.to(dtype) for k, v in model.text_projection.state_dict().items()}
     description = {
         "format": "ecgtool-bundle",
         "format_version": BUNDLE_FORMAT_VERSION,
@@ -98,12 +107,15 @@ def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str |
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_safetensors(weights, out_dir / MODEL_WEIGHTS)
     _save_safetensors({k: v.contiguous() for k, v in text.items()}, out_dir / TEXT_VECTORS)
+    _save_safetensors(text_projection, out_dir / TEXT_PROJECTION)
     # What load_bundle checks the files against: their bytes and every tensor's shape.
     description["files"] = {
         name: {"sha256": file_sha256(out_dir / name), "tensors": {k: list(v.shape) for k, v in tensors.items()}}
-        for name, tensors in ((MODEL_WEIGHTS, weights), (TEXT_VECTORS, text))
+        for name, tensors in ((MODEL_WEIGHTS, weights), (TEXT_VECTORS, text), (TEXT_PROJECTION, text_projection))
     }
     write_json_atomic(out_dir / BUNDLE_JSON, description)
+    for stale in out_dir.glob("calibration-*.json"):  # fitted for the weights this export replaced
+        stale.unlink()
     return out_dir
 
 
@@ -133,6 +145,11 @@ class Bundle:
     encoder: ResNet1d
     projection: torch.nn.Linear
     text: dict[str, torch.Tensor]
+    # Per-finding probability of presence and operating point (ecgtool.bundle_calibration);
+    # None for a bundle that was never calibrated.
+    calibration: "BundleCalibration | None" = None
+    # Language-model vector -> shared space (free-text queries); None for bundles exported before it.
+    text_projection: torch.nn.Linear | None = None
 
     @property
     def contract(self) -> dict:
@@ -150,6 +167,8 @@ class Bundle:
         self.encoder.to(device)
         self.projection.to(device)
         self.text = {k: v.to(device) for k, v in self.text.items()}
+        if self.text_projection is not None:
+            self.text_projection.to(device)
         return self
 
     @torch.no_grad()
@@ -192,7 +211,23 @@ def load_bundle(directory: str | Path, registry: Registry | None = None) -> Bund
         if vectors.ndim != 2 or vectors.shape != (expected, config.embed_dim) or not torch.isfinite(vectors).all():
             raise BundleError(f"{directory / TEXT_VECTORS}: {key} holds {tuple(vectors.shape)} vectors, "
                               f"expected {expected} finite vectors of {config.embed_dim}")
-    return Bundle(directory, description, encoder, projection, text)
+    from ecgtool.bundle_calibration import load_calibration
+
+    return Bundle(directory, description, encoder, projection, text, calibration=load_calibration(directory, description),
+                  text_projection=_load_text_projection(directory, description, config))
+
+
+def _load_text_projection(directory: Path, description: dict, config: ModelConfig) -> torch.nn.Linear | None:
+    if TEXT_PROJECTION not in description.get("files", {}):
+        return None
+    weights = _load_checked(directory, TEXT_PROJECTION, description)
+    projection = torch.nn.Linear(config.text_dim, config.embed_dim, bias=False)
+    try:
+        projection.load_state_dict({k.removeprefix("text_projection."): v.float() for k, v in weights.items()})
+    except RuntimeError as error:
+        raise BundleError(f"{directory / TEXT_PROJECTION}: does not fit the model bundle.json describes "
+                          f"({str(error).splitlines()[0][:160]})") from None
+    return projection.eval()
 
 
 def _load_checked(directory: Path, name: str, description: dict) -> dict:
