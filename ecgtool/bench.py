@@ -16,6 +16,12 @@ Protocols (written out in docs/bench.md):
   of its member findings' label prompts; same rule.
 * AUROC: one-vs-rest from the similarities, per finding over all records of the split, per
   superset class over the records the test counts; macro = mean over columns where defined.
+* Calibration (bundles that carry one): Brier score, expected calibration error and reliability
+  of the probabilities of presence, and per finding sensitivity / specificity / PPV at the stored
+  operating point (``bench_calibration``).
+* Retrieval: precision at 10 / 50 of ``search --finding`` queries against the base rate, and the
+  share of an ECG's 10 nearest neighbours (other patients) sharing a finding, against chance
+  (``retrieval_bench``).
 """
 
 from __future__ import annotations
@@ -29,11 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ecgtool.bench_calibration import LOWER_IS_BETTER_PREFIX, calibration_figures
+from ecgtool.bench_calibration import headline as calibration_headline
 from ecgtool.bundle import Bundle, bundle_scores
 from ecgtool.errors import EcgToolError
 from ecgtool.evaluate import embed_split
 from ecgtool.metrics import macro_auroc, per_label_topk, superset_accuracy, top1_confusions
 from ecgtool.registry import Registry
+from ecgtool.retrieval_bench import retrieval_figures
 from ecgtool.store import Store
 
 BENCH_FORMAT_VERSION = 1
@@ -82,6 +91,13 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
             for test in bundle.description["supersets"]
         },
     }
+    patient_ids = [patient for shard in store.shards(split, with_signal=False) for patient in shard.patient_id]
+    result["retrieval"] = retrieval_figures(embeddings, findings, patient_ids, bundle, registry, languages)
+    result["calibration"] = calibration_figures(bundle, label_similarity, findings, registry)
+    if result["calibration"] is not None:
+        fitted = result["calibration"]["fitted_on"] or {}
+        # The same records scored as fitted on say nothing about held-out calibration: flag it.
+        result["calibration"]["in_sample"] = fitted.get("split") == split and fitted.get("store") == store.directory.name
     result["headline"] = headline_figures(result)
     return _none_for_nan(result)
 
@@ -216,6 +232,12 @@ def headline_figures(result: dict) -> dict[str, float]:
             for mode in SUPERSET_MODES:
                 headline[f"superset/{test}/{mode}/{lang}/accuracy"] = tables[mode][lang]["accuracy"]
                 headline[f"superset/{test}/{mode}/{lang}/macro_auroc"] = 100 * tables[mode][lang]["macro_auroc"]
+    retrieval = result.get("retrieval")
+    if retrieval:
+        for lang, queries in retrieval["finding_queries"].items():
+            headline[f"retrieval/finding/{lang}/precision_at_10"] = queries["mean_precision_at_10"]
+        headline["retrieval/ecg/share_sharing_a_finding"] = retrieval["ecg_queries"]["share_sharing_a_finding"]
+    headline.update(calibration_headline(result.get("calibration")))
     return headline
 
 
@@ -233,9 +255,10 @@ def regressions(result: dict, baseline: dict, max_drop: float) -> list[str]:
         raise BenchError("the baseline shares no headline figure with this run (other split or languages?)")
     dropped = []
     for key in compared:
-        drop = before[key] - current[key]
+        # Calibration errors (Brier, ECE) are better when lower: for them a rise is the drop.
+        drop = before[key] - current[key] if not key.startswith(LOWER_IS_BETTER_PREFIX) else current[key] - before[key]
         if drop > max_drop:
-            dropped.append(f"{key}: {before[key]:.2f} -> {current[key]:.2f} ({-drop:+.2f} points)")
+            dropped.append(f"{key}: {before[key]:.2f} -> {current[key]:.2f} ({current[key] - before[key]:+.2f} points)")
     return dropped
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from ecgtool import bench_calibration
 from ecgtool.bench import PAPER_SYSTEMS, SUPERSET_MODES
 
 MODE_TITLES = {
@@ -105,9 +106,31 @@ def superset_table(result: dict, test: str) -> tuple[list[str], list[list[str]],
     return header, rows, notes
 
 
+def calibration_sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]], str]]:
+    """(title, (header, rows), caption) of each calibration table; none for an uncalibrated bundle."""
+    calibration = result.get("calibration")
+    if not calibration or not calibration["languages"]:
+        return [("Calibration: this bundle carries none (run `ecgtool calibrate BUNDLE --store S`)", ([], []), "")]
+    fitted = calibration.get("fitted_on") or {}
+    where = f"fitted on {fitted.get('store')} {fitted.get('split')} ({fitted.get('records')} records)"
+    warning = "  WARNING: scored on the records it was fitted on (in-sample)." if calibration.get("in_sample") else ""
+    sections = [(f"Calibration of the probabilities of presence on {calibration['records']} {result['split']} records",
+                 bench_calibration.summary_table(calibration),
+                 f"{where}; operating point {(calibration.get('rules') or {}).get('operating_point')}; "
+                 f"Brier and ECE over every (record, calibrated finding) cell.{warning}"),
+                (f"Reliability ({calibration['bins']} bins of predicted probability)",
+                 bench_calibration.reliability_table(calibration), "")]
+    for lang in calibration["languages"]:
+        sections.append((f"Present/absent at the stored operating point ({lang} prompts)",
+                         bench_calibration.operating_point_table(calibration, lang),
+                         bench_calibration.uncalibrated_note(calibration, lang)))
+    return sections
+
+
 def headline_rows(result: dict, dropped: list[str] | None = None) -> list[list[str]]:
     failing = {line.split(":")[0] for line in dropped or []}
-    return [[key, f"{value:.2f}", "DROPPED" if key in failing else ""] for key, value in result["headline"].items()]
+    return [[key, "–" if value is None else f"{value:.2f}", "DROPPED" if key in failing else ""]
+            for key, value in result["headline"].items()]
 
 
 # --- terminal ---------------------------------------------------------------------------------
@@ -134,6 +157,20 @@ def print_terminal(result: dict, console, dropped: list[str] | None = None) -> N
         for row in rows:
             table.add_row(*row)
         console.print(table)
+    for title, (header, rows), caption in calibration_sections(result):
+        if not header:
+            console.print(title)
+            continue
+        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
+        for index, name in enumerate(header):
+            table.add_column(name, justify="left" if index < 3 else "right")
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+    if result.get("retrieval"):
+        from ecgtool.retrieval_bench import print_retrieval
+
+        print_retrieval(result["retrieval"], console)
     table = Table(title="Headline figures (points; AUROC × 100)", title_justify="left")
     for name in ("figure", "value", ""):
         table.add_column(name)
@@ -152,6 +189,13 @@ def to_markdown(result: dict, dropped: list[str] | None = None) -> str:
         header, rows, notes = superset_table(result, test)
         parts += [f"## Zero-shot {TEST_TITLES.get(test, test)}: accuracy %", "", *_markdown_table(header, rows), "",
                   *(f"- {note}" for note in notes), ""]
+    for title, (header, rows), caption in calibration_sections(result):
+        table = [*_markdown_table(header, rows), ""] if header else []
+        parts += [f"## {title}", "", *table, *([caption, ""] if caption else [])]
+    if result.get("retrieval"):
+        from ecgtool.retrieval_bench import retrieval_markdown
+
+        parts += ["## Retrieval (`ecgtool search`)", "", retrieval_markdown(result["retrieval"])]
     parts += ["## Headline figures (points; AUROC × 100)", "",
               *_markdown_table(["figure", "value", ""], headline_rows(result, dropped)), ""]
     return "\n".join(parts)

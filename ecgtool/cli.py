@@ -294,6 +294,9 @@ def train(
     device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
     stream: str = typer.Option("auto", "--stream", help="auto: read batches from the shards only when the split does not fit in memory; always; never."),
     loader_workers: int = typer.Option(2, "--loader-workers", help="Processes reading batches ahead when streaming.", min=0),
+    compile_step: str = typer.Option("auto", "--compile", help="torch.compile the step: auto (on for CUDA, off on CPU), on or off."),
+    compile_mode: str = typer.Option("auto", "--compile-mode", help="auto (CUDA graphs on one CUDA process, else default), or a torch.compile mode: default, reduce-overhead, max-autotune-no-cudagraphs."),
+    log_every_steps: int = typer.Option(0, "--log-every-steps", help="Read the loss back (progress bar, non-finite check) every N steps; 0: auto (1 on CPU, 50 on CUDA).", min=0),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ):
     """Train the ResNet1d-18 ECG encoder against the cached text vectors (symmetric InfoNCE).
@@ -311,6 +314,7 @@ def train(
         precision=precision, seed=seed, checkpoint_every_steps=checkpoint_every_steps, mask_same_text=mask_same_text,
         mask_implied_texts=mask_implied_texts, label_prompt_prob=label_prompt_prob, augment=augment,
         input_lowpass_hz=input_lowpass_hz, input_decimation=input_decimation, select_by=select_by, max_records=max_records, device=device, stream=stream, loader_workers=loader_workers,
+        compile=compile_step, compile_mode=compile_mode, log_every_steps=log_every_steps,
     )
     main_process = context_from_environment().is_main
     with rate_progress("train", "steps") as show:
@@ -335,6 +339,8 @@ def export(
     out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write."),
     checkpoint: str = typer.Option("best", "--checkpoint", help="best or last."),
     float32: bool = typer.Option(False, "--float32", help="Keep float32 weights (default: float16)."),
+    calibrate_on: Optional[Path] = typer.Option(None, "--calibrate-store", help="Store whose val split calibrates the bundle (default: the run's own store, when it is there)."),
+    no_calibration: bool = typer.Option(False, "--no-calibration", help="Export without calibrating (predict then shows scores only)."),
 ):
     """Export a trained run as a model bundle for predict and bench (no LM, no GPU needed to load it).
 
@@ -349,30 +355,50 @@ def export(
         raise EcgToolError(f"{path}: no such checkpoint (--checkpoint best or last)")
     export_bundle(path, text_cache, out, dtype=torch.float32 if float32 else torch.float16)
     output.print(f"bundle written to {out}", highlight=False, soft_wrap=True)
+    if no_calibration:
+        return
+    from ecgtool.bundle import load_bundle
+    from ecgtool.bundle_calibration import calibrate_if_possible
+    from ecgtool.store import Store
+
+    recorded = load_bundle(out).description["training"].get("store")
+    store = calibrate_on or Path(recorded.get("directory", "") if isinstance(recorded, dict) else (recorded or ""))
+    if not calibrate_on and not (store / "manifest.json").is_file():
+        console.print(f"note: the run's store {store} is not here: bundle not calibrated "
+                      "(pass --calibrate-store S, or run `ecgtool calibrate`)", highlight=False, soft_wrap=True)
+        return
+    entry = calibrate_if_possible(out, Store(store), on_note=lambda note: console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True))
+    if entry is not None:
+        output.print(f"calibrated on {entry['fitted_on']['records']} val records of {store}", highlight=False, soft_wrap=True)
 
 
 @app.command()
 @one_line_errors
 def predict(
     inputs: list[Path] = typer.Argument(..., help="A record (WFDB .hea/.dat/.mat, MFER, vendor XML, DICOM, SCP-ECG), or directories / list files for batch scoring."),
-    top: int = typer.Option(5, "--top", "-k", help="How many findings (or classes) to show.", min=1),
+    top: int = typer.Option(5, "--top", "-k", help="How many findings (or classes) to show, by score.", min=1),
     lang: str = typer.Option("ja", "--lang", help="ja or en."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle (default: the one shipped with ecgtool)."),
     superset: Optional[str] = typer.Option(None, "--superset", help="Zero-shot superset scores instead: superclass, rhythm or mitbih."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table (single record)."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the 12-lead ECG with its findings to this PNG (single record)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table (single record; schema in docs/predict.md)."),
+    show_ids: bool = typer.Option(False, "--ids", help="Add the findings' registry ids to the table."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the 12-lead ECG with its report line and findings to this PNG (single record)."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch output .csv or .jsonl (directories); re-runs resume."),
+    all_probabilities: bool = typer.Option(False, "--all-probabilities", help="Batch output: also one probability column per finding (98)."),
+    embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Batch: also append each record's ECG embedding to this file (.h5, for `ecgtool search`)."),
     batch_size: int = typer.Option(64, "--batch-size", min=1),
     workers: int = typer.Option(0, "--workers", "-j", help="Processes reading records (0: one per core on CUDA; on CPU, read in-process).", min=0),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
 ):
-    """Top-k findings of one ECG record, or of every record under a directory.
+    """Read ECGs: top-k findings by score, each with its calibrated probability of presence and a
+    present/absent call, and the report line of the findings called present.
 
-    Example: ecgtool predict examples/ptb-xl/00180_hr.hea --top 5
+    Example: ecgtool predict examples/ptb-xl/00172_hr.hea --top 5
     """
     import torch
 
     from ecgtool.predict import (
+        ReadingOptions,
         canonical_options,
         load_canonical,
         predict_directory,
@@ -384,35 +410,117 @@ def predict(
     torch_device = resolve_device(device)
     bundle = resolve_bundle(model).to(torch_device)
     single = len(inputs) == 1 and not inputs[0].is_dir() and inputs[0].suffix.lower() not in (".txt", ".lst", ".list")
+    if bundle.calibration is None and superset is None:
+        console.print(f"note: {escape(str(bundle.directory))} carries no calibration: scores only, no probability of "
+                      "presence or report line (run `ecgtool calibrate`)", highlight=False, soft_wrap=True)
     if single:
         record_id, signal = load_canonical(inputs[0], canonical_options(bundle))  # read once: scores and plot
         prediction = predict_signal(record_id, str(inputs[0]), signal, bundle, top, lang, superset, device=torch_device)
         if as_json:
-            output.print_json(data=prediction_as_dict(prediction))
+            output.print_json(data=prediction_as_dict(prediction, bundle))
         else:
-            what = f"superset {superset}" if superset else "findings"
-            table = Table(title=f"{prediction.record_id}: top {len(prediction.findings)} {what}")
-            for column in ("#", "名称" if lang == "ja" else "name", "score", "probability", "id"):
-                table.add_column(column, justify="right" if column in ("#", "score", "probability") else "left", overflow="fold")
-            for rank, finding in enumerate(prediction.findings, start=1):
-                table.add_row(str(rank), finding.name, f"{finding.score:.3f}", f"{finding.probability:.1%}", finding.id)
-            output.print(table)
+            _print_reading(prediction, lang, superset, show_ids)
         if plot is not None:
             from ecgtool.plot import plot_ecg
 
-            lines = [f"{rank}. {f.name}  ({f.probability:.0%})" for rank, f in enumerate(prediction.findings, start=1)]
-            plot_ecg(signal, plot, f"{prediction.record_id} — 25 mm/s, 10 mm/mV — ecgtool", lines)
+            plot_ecg(signal, plot, f"{prediction.record_id} — 25 mm/s, 10 mm/mV — ecgtool", _plot_lines(prediction, lang))
             output.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
         return
     if out is None:
         raise EcgToolError("--out FILE.csv|FILE.jsonl is required when scoring directories")
+    reading = ReadingOptions(top, lang, superset, all_probabilities)
     with rate_progress("predict", "records") as show:
-        result = predict_directory(inputs, out, bundle, top, lang, superset, batch_size, workers, torch_device, progress=show)
+        result = predict_directory(inputs, out, bundle, reading, batch_size, workers, torch_device, progress=show,
+                                   embeddings=embeddings)
     output.print(
         f"scored {result.scored} records ({result.records_per_second:,.0f} records/s), skipped {result.skipped}, "
         f"{result.already_done} already in {result.output}; skip list: {result.output}.skipped.csv",
         highlight=False, soft_wrap=True,
     )
+    if embeddings is not None:
+        output.print(f"embeddings in {embeddings}" + (f"; {result.embeddings_not_added} records not added: their record id "
+                     "was already in the file (ids must be unique there)" if result.embeddings_not_added else ""),
+                     highlight=False, soft_wrap=True)
+
+
+def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: bool) -> None:
+    """The reading of one record in 80 columns: the report line, then the top findings with score,
+    probability of presence and call."""
+    from rich import box
+
+    what = f"superset {superset}" if superset else "findings"
+    if prediction.report is not None:
+        output.print(escape(prediction.report), highlight=False)
+    output.print(f"{escape(prediction.record_id)}: top {len(prediction.findings)} {what} by score", highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("所見" if lang == "ja" else "finding", overflow="fold", min_width=20)
+    table.add_column("score", justify="right", no_wrap=True)
+    if prediction.calibrated:
+        table.add_column("P(present)", justify="right", no_wrap=True)
+        table.add_column("call", no_wrap=True)
+    if show_ids:
+        table.add_column("id", no_wrap=True, overflow="ellipsis", max_width=24)
+    for rank, finding in enumerate(prediction.findings, start=1):
+        cells = [str(rank), escape(finding.name), f"{finding.score:.3f}"]
+        if prediction.calibrated:
+            cells += ["–" if finding.probability is None else f"{finding.probability:.1%}", _call_text(finding, lang)]
+        if show_ids:
+            cells.append(finding.id)
+        table.add_row(*cells)
+    output.print(table)
+    if prediction.calibrated:
+        uncalibrated = sum(f.probability is None for f in prediction.findings)
+        if uncalibrated:
+            output.print(f"–: too few validation records with the finding to calibrate it ({uncalibrated} shown)",
+                         highlight=False)
+
+
+CALL_TEXT = {"ja": {True: "あり", False: "なし", None: "判定なし"}, "en": {True: "present", False: "absent", None: "not called"}}
+
+
+def _call_text(finding, lang: str) -> str:
+    return CALL_TEXT[lang][finding.present]
+
+
+def _plot_lines(prediction, lang: str) -> list[str]:
+    """The lines printed on the ECG picture: the report line and the findings called present
+    with their probabilities (the top findings by score for an uncalibrated bundle)."""
+    if prediction.report is None:
+        return [f"{rank}. {f.name}  (score {f.score:.3f})" for rank, f in enumerate(prediction.findings, start=1)]
+    lines = [prediction.report]
+    lines += [f"• {f.name}  {f.probability:.0%}" for f in prediction.present]
+    return lines
+
+
+@app.command()
+@one_line_errors
+def calibrate(
+    bundle_dir: Path = typer.Argument(..., help="Model bundle to calibrate (written in place)."),
+    store: Path = typer.Option(..., "--store", "-s", help="Store whose val split the calibration is fitted on (never its test split)."),
+    split: str = typer.Option("val", "--split", help="Split to fit on (val; train only if you know why)."),
+    min_positives: int = typer.Option(10, "--min-positives", help="Fewer val positives (or negatives): the finding stays uncalibrated.", min=2),
+    isotonic_min: int = typer.Option(100, "--isotonic-min", help="From this many val positives and negatives: isotonic regression instead of Platt scaling.", min=2),
+    rule: str = typer.Option("max_f1", "--rule", help="Operating point: max_f1 (val threshold of highest F1), probability (called present when its calibrated probability is >= 50 %) or sensitivity (with --target-sensitivity)."),
+    target_sensitivity: Optional[float] = typer.Option(None, "--target-sensitivity", help="With --rule sensitivity: the highest threshold reaching this val sensitivity (0-1).", min=0.0, max=1.0),
+    min_f1: float = typer.Option(0.2, "--min-f1", help="A finding whose val F1 at its operating point is below this is never called present.", min=0.0, max=1.0),
+    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
+):
+    """Fit each finding's probability of presence and operating point on a store's val split, into the bundle.
+
+    Example: ecgtool calibrate models/ptbxl --store stores/ptbxl
+    """
+    from ecgtool.bundle_calibration import calibrate_bundle
+
+    entry = calibrate_bundle(bundle_dir, store, split, min_positives, isotonic_min, rule, target_sensitivity, min_f1,
+                             resolve_device(device))
+    fitted = entry["fitted_on"]
+    for lang, count in entry["calibrated_findings"].items():
+        output.print(f"{lang}: {count} findings calibrated, {entry['findings_with_operating_point'][lang]} with an "
+                     f"operating point ({entry['rules']['operating_point']})", highlight=False)
+    output.print(f"fitted on {fitted['records']} {fitted['split']} records of {store} "
+                 f"({fitted['records_without_findings_left_out']} without findings left out); written to {bundle_dir}",
+                 highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -425,12 +533,13 @@ def bench(
     as_json: Optional[Path] = typer.Option(None, "--json", help="Write every figure as JSON here (the --baseline format)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the tables as Markdown here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG of the per-label table (ours beside the paper's)."),
+    reliability: Optional[Path] = typer.Option(None, "--reliability", help="Write the calibration's reliability diagram as a PNG (calibrated bundles)."),
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="A stored `bench --json` output to compare the headline figures with."),
     max_drop: float = typer.Option(2.0, "--max-drop", help="With --baseline: fail when a headline figure drops by more points than this.", min=0.0),
     confusions: int = typer.Option(3, "--confusions", help="How many 'most mistaken for' findings to list per finding.", min=0),
     device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu, cuda or cuda:N."),
 ):
-    """Per-label top-1/top-5 (Table 9), zero-shot superset tests (Tables 2–7) and AUROC, beside the paper.
+    """Per-label top-1/top-5 (Table 9), zero-shot superset tests (Tables 2–7), AUROC and calibration, beside the paper.
 
     Exits with 1 when --baseline is given and a headline figure dropped by more than --max-drop points.
 
@@ -458,6 +567,12 @@ def bench(
         write_text_atomic(markdown, to_markdown(result, dropped))
     if plot is not None:
         plot_per_label(result, plot)
+    if reliability is not None:
+        if not (result.get("calibration") or {}).get("languages"):
+            raise EcgToolError(f"--reliability {reliability}: {bundle.directory} carries no calibration (run `ecgtool calibrate`)")
+        from ecgtool.bench_calibration import plot_reliability
+
+        plot_reliability(result["calibration"], reliability)
     if dropped:
         console.print(f"[red]error:[/red] regression against {baseline} (more than {max_drop:g} points): "
                       + "; ".join(dropped), highlight=False, soft_wrap=True)
@@ -465,6 +580,14 @@ def bench(
     if reference is not None:
         output.print(f"no headline figure dropped by more than {max_drop:g} points against {baseline}", highlight=False)
 
+
+def _register_more_commands() -> None:
+    from ecgtool.cli_search import register_search_commands
+
+    register_search_commands(app)
+
+
+_register_more_commands()
 
 if __name__ == "__main__":
     app()

@@ -1,8 +1,17 @@
 """``ecgtool predict``: the top-k findings of one record, or of every record under a directory.
 
 Records go through the same ``canonicalize`` as at ingest, with the options the bundle's input
-contract records; scores are cosine similarities to the 98 label prompts of the bundle, and
-probabilities their softmax at the trained temperature.
+contract records. For each finding:
+
+* ``score``: cosine similarity of the ECG to the finding's label prompt (the ranking);
+* ``probability``: the bundle's calibrated probability that the finding is present (None for a
+  finding the calibration had too few val positives for, or a bundle without calibration);
+* ``present``: called present at the finding's operating point (None where it has none);
+* ``softmax_share``: the softmax of the 98 scores at the trained temperature: how the model
+  shares one unit among the findings (it sums to 1: not a probability of presence).
+
+The report line is the registry's template filled with every finding called present.
+Output schema: docs/predict.md (``PREDICT_SCHEMA_VERSION``).
 """
 
 from __future__ import annotations
@@ -14,6 +23,7 @@ import multiprocessing
 import os
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +38,11 @@ from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import CanonicalOptions, QualityThresholds, canonicalize
 
 DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
+PREDICT_SCHEMA_VERSION = 2
+NOTHING_PRESENT = {
+    "ja": "この心電図に、判定基準を満たす所見はない。",
+    "en": "This ECG shows no finding above its operating point.",
+}
 
 
 class PredictError(EcgToolError):
@@ -39,14 +54,20 @@ class Finding:
     id: str
     name: str
     score: float
-    probability: float
+    probability: float | None
+    present: bool | None
+    softmax_share: float
 
 
 @dataclass(frozen=True)
 class Prediction:
     record_id: str
     path: str
-    findings: tuple[Finding, ...]
+    findings: tuple[Finding, ...]  # the top k by score
+    present: tuple[Finding, ...] = ()  # every finding called present, by probability
+    report: str | None = None  # None: the bundle carries no calibration (superset scores: none either)
+    calibrated: bool = False
+    probabilities: tuple[float | None, ...] | None = None  # every finding's, bundle order (on request)
 
 
 def canonical_options(bundle: Bundle) -> CanonicalOptions:
@@ -105,16 +126,54 @@ def _names(bundle: Bundle, registry: Registry, lang: str, superset: str | None) 
     return ids, [classes[i].ja if lang == "ja" else classes[i].en for i in ids]
 
 
-def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, registry) -> list[Prediction]:
+def calibrated_columns(bundle: Bundle, similarity: np.ndarray, lang: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """Probabilities of presence (NaN: uncalibrated) and present calls (-1: no operating point,
+    0 absent, 1 present) of every finding, ``(B, n_findings)`` each; None without calibration."""
+    calibrations = bundle.calibration.for_language(lang) if bundle.calibration is not None else None
+    if calibrations is None:
+        return None
+    probability = np.full(similarity.shape, np.nan)
+    present = np.full(similarity.shape, -1, dtype=np.int8)
+    for j, calibration in enumerate(calibrations):
+        if calibration.calibrated:
+            probability[:, j] = calibration.probability(similarity[:, j])
+            called = calibration.present(similarity[:, j])
+            if called is not None:
+                present[:, j] = called
+    return probability, present
+
+
+def report_line(present_ids: list[str], lang: str, registry: Registry) -> str:
+    """The registry's report template filled with the findings called present (its own order and
+    joiner); the "nothing present" statement when there is none."""
+    return registry.prompt(present_ids, lang) if present_ids else NOTHING_PRESENT[lang]
+
+
+def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, registry,
+                 all_probabilities: bool = False) -> list[Prediction]:
     if lang not in ("ja", "en"):
         raise PredictError(f"--lang {lang}: expected ja or en")
     ids, names = _names(bundle, registry, lang, superset)
-    similarity, probability = bundle_scores(bundle, embeddings, lang, superset)
+    similarity, share = bundle_scores(bundle, embeddings, lang, superset)
+    calibrated = calibrated_columns(bundle, similarity, lang) if superset is None else None
     predictions = []
     for row, (record_id, path) in enumerate(zip(record_ids, paths)):
+        def finding(i: int) -> Finding:
+            if calibrated is None:
+                return Finding(ids[i], names[i], float(similarity[row, i]), None, None, float(share[row, i]))
+            probability, present = calibrated[0][row, i], calibrated[1][row, i]
+            return Finding(ids[i], names[i], float(similarity[row, i]), None if np.isnan(probability) else float(probability),
+                           None if present < 0 else bool(present), float(share[row, i]))
+
         order = np.argsort(-similarity[row], kind="stable")[:top]
-        findings = tuple(Finding(ids[i], names[i], float(similarity[row, i]), float(probability[row, i])) for i in order)
-        predictions.append(Prediction(record_id, path, findings))
+        if calibrated is None:
+            predictions.append(Prediction(record_id, path, tuple(finding(i) for i in order)))
+            continue
+        called = [i for i in range(len(ids)) if calibrated[1][row, i] == 1]
+        called.sort(key=lambda i: -calibrated[0][row, i])
+        every = tuple(None if np.isnan(p) else float(p) for p in calibrated[0][row]) if all_probabilities else None
+        predictions.append(Prediction(record_id, path, tuple(finding(i) for i in order), tuple(finding(i) for i in called),
+                                      report_line([ids[i] for i in called], lang, registry), True, every))
     return predictions
 
 
@@ -147,6 +206,7 @@ class DirectoryResult:
     skipped: int
     already_done: int
     seconds: float
+    embeddings_not_added: int = 0  # scored records whose id the embedding file already held
 
     @property
     def records_per_second(self) -> float:
@@ -179,45 +239,74 @@ def find_records(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, s
     return paths + [record.path for record in found], [(f.path, f.reason) for f in rejected]
 
 
+@dataclass(frozen=True)
+class ReadingOptions:
+    """What each record's line holds: the top ``top`` findings (or superset classes) in ``lang``,
+    and with ``all_probabilities`` one probability column per finding."""
+
+    top: int = 5
+    lang: str = "ja"
+    superset: str | None = None
+    all_probabilities: bool = False
+
+
 def predict_directory(
     inputs: Sequence[str | Path],
     output: str | Path,
     bundle: Bundle,
-    top: int = 5,
-    lang: str = "ja",
-    superset: str | None = None,
+    reading: ReadingOptions = ReadingOptions(),
     batch_size: int = 64,
     workers: int = 0,
     device: torch.device = torch.device("cpu"),
     registry: Registry | None = None,
     progress: Callable[[int, int], None] | None = None,
+    embeddings: str | Path | None = None,
 ) -> DirectoryResult:
     """Score every record under ``inputs`` into ``output`` (``.csv`` or ``.jsonl``), resuming.
 
     Records (by resolved path) already in ``output`` are not redone; unreadable ones go to
     ``<output>.skipped.csv`` with their reason, and the rest goes on. One process at a time writes
     ``output`` (a second is refused, see ``ecgtool.output_lock``). The ``path`` column holds each
-    record's resolved path.
+    record's resolved path. An existing output written with other options (another ``--top``,
+    ``--all-probabilities``, language or schema) is refused rather than mixed. With
+    ``embeddings``, every scored record's ECG embedding is also appended to that embedding file
+    (``ecgtool.embeddings``; keyed by record id: a record whose id the file already holds is
+    counted in ``embeddings_not_added``, not added twice).
     """
     started = time.perf_counter()
     registry = registry or load_registry()
     output = Path(output)
     if output.suffix.lower() not in (".csv", ".jsonl"):
         raise PredictError(f"{output}: the output must be a .csv or .jsonl file")
+    if reading.all_probabilities and (reading.superset is not None or bundle.calibration is None):
+        raise PredictError(f"--all-probabilities: {bundle.directory} carries no calibration (run `ecgtool calibrate`)"
+                           if bundle.calibration is None else "--all-probabilities: not with --superset (findings only)")
     paths, rejected = find_records([Path(p) for p in inputs])
-    with exclusive_output(output, is_directory=False):
-        return _predict_paths(paths, rejected, output, bundle, top, lang, superset, batch_size, workers, device,
-                              registry, progress, started)
+    with exclusive_output(output, is_directory=False), _embedding_writer(embeddings, bundle) as vectors:
+        return _predict_paths(paths, rejected, output, bundle, reading, batch_size, workers, device, registry,
+                              progress, started, vectors)
 
 
-def _predict_paths(paths, rejected, output: Path, bundle: Bundle, top, lang, superset, batch_size, workers,
-                   device, registry, progress, started) -> DirectoryResult:
+def _embedding_writer(path: str | Path | None, bundle: Bundle):
+    if path is None:
+        return nullcontext(None)
+    from ecgtool.embeddings import EmbeddingWriter
+
+    return EmbeddingWriter(path, bundle)
+
+
+def _predict_paths(paths, rejected, output: Path, bundle: Bundle, reading: ReadingOptions, batch_size, workers,
+                   device, registry, progress, started, vectors=None) -> DirectoryResult:
     # Resume keys on the record's resolved file: a re-run that spells the input differently
     # (relative, then absolute; through a symlink) does not score anything twice.
     paths = [Path(p).resolve() for p in paths]
-    done = {str(Path(p).resolve()) for p in _records_in_output(output)}
-    pending = [p for p in paths if str(p) not in done]
-    writer = _ResultWriter(output, top)
+    writer = _ResultWriter(output, bundle, reading)
+    written = {str(Path(p).resolve()): record_id for p, record_id in _records_in_output(output).items()}
+    done = set(written)
+    # Records scored by an earlier run whose vector did not reach the embedding file (written
+    # after the scores, committed every minute): embedded again, their scores not written twice.
+    embed_only = {p for p, record_id in written.items() if vectors is not None and record_id not in vectors.known}
+    pending = [p for p in paths if str(p) not in done or str(p) in embed_only]
     skip_path = output.with_name(output.name + ".skipped.csv")
     skipped = 0
     scored = 0
@@ -253,12 +342,12 @@ def _predict_paths(paths, rejected, output: Path, bundle: Bundle, top, lang, sup
                 else:
                     batch.append((record_id, str(path), signal))
                 if len(batch) == batch_size:
-                    scored += _score_batch(batch, bundle, top, lang, superset, registry, device, writer)
+                    scored += _score_batch(batch, bundle, reading, registry, device, writer, vectors, embed_only)
                     batch = []
                 if progress:
                     progress(scored + skipped, len(pending))
             if batch:
-                scored += _score_batch(batch, bundle, top, lang, superset, registry, device, writer)
+                scored += _score_batch(batch, bundle, reading, registry, device, writer, vectors, embed_only)
             if progress:
                 progress(scored + skipped, len(pending))
     finally:
@@ -267,22 +356,30 @@ def _predict_paths(paths, rejected, output: Path, bundle: Bundle, top, lang, sup
         if pool is not None:
             pool.terminate()
             pool.join()
-    return DirectoryResult(output, scored, skipped, len(done), time.perf_counter() - started)
+    not_added = scored + len(embed_only) - vectors.appended if vectors is not None else 0
+    return DirectoryResult(output, scored, skipped, len(done - embed_only), time.perf_counter() - started, not_added)
 
 
-def _score_batch(batch, bundle, top, lang, superset, registry, device, writer) -> int:
+def _score_batch(batch, bundle: Bundle, reading: ReadingOptions, registry, device, writer, vectors=None,
+                 embed_only: set[str] = frozenset()) -> int:
+    """Score a batch into the output (and its vectors into the embedding file); return how many
+    lines were written."""
     signals = torch.from_numpy(np.stack([s for _, _, s in batch])).to(device)
     embeddings = bundle.embed(signals)
-    predictions = _predictions([r for r, _, _ in batch], [p for _, p, _ in batch], embeddings, bundle, top, lang, superset, registry)
-    writer.write(predictions)
-    return len(predictions)
+    predictions = _predictions([r for r, _, _ in batch], [p for _, p, _ in batch], embeddings, bundle, reading.top,
+                               reading.lang, reading.superset, registry, reading.all_probabilities)
+    new = [prediction for prediction in predictions if prediction.path not in embed_only]
+    writer.write(new)
+    if vectors is not None:
+        vectors.append([r for r, _, _ in batch], embeddings)
+    return len(new)
 
 
-def _records_in_output(output: Path) -> set[str]:
-    """Paths of the records already written (ids can repeat across folders); a last line cut
-    short by an interruption is dropped."""
+def _records_in_output(output: Path) -> dict[str, str]:
+    """Path → record id of the records already written (ids can repeat across folders); a last
+    line cut short by an interruption is dropped."""
     if not output.exists():
-        return set()
+        return {}
     data = output.read_bytes()
     if data and not data.endswith(b"\n"):
         data = data[: data.rfind(b"\n") + 1]
@@ -290,24 +387,57 @@ def _records_in_output(output: Path) -> set[str]:
             handle.truncate(len(data))
     text = data.decode("utf-8")
     if output.suffix.lower() == ".jsonl":
-        return {json.loads(line)["path"] for line in text.splitlines() if line.strip()}
-    return {row["path"] for row in csv.DictReader(io.StringIO(text))}
+        lines = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return {line["path"]: line["record_id"] for line in lines}
+    return {row["path"]: row["record_id"] for row in csv.DictReader(io.StringIO(text))}
+
+
+def csv_columns(bundle: Bundle, reading: ReadingOptions) -> list[str]:
+    """The directory CSV's header (schema ``PREDICT_SCHEMA_VERSION``, docs/predict.md)."""
+    columns = ["record_id", "path", "calibrated", "report", "present"]
+    for rank in range(1, reading.top + 1):
+        columns += [f"top{rank}_{field}" for field in ("id", "name", "score", "probability", "present", "softmax_share")]
+    if reading.all_probabilities:
+        columns += [f"probability:{finding}" for finding in bundle.findings]
+    return columns
 
 
 class _ResultWriter:
     """Appends one line per record and flushes, so an interruption loses at most one line."""
 
-    def __init__(self, output: Path, top: int):
+    def __init__(self, output: Path, bundle: Bundle, reading: ReadingOptions):
         self.jsonl = output.suffix.lower() == ".jsonl"
         self.path = output
+        self.bundle = bundle
+        self.reading = reading
+        self.columns = csv_columns(bundle, reading)
+        self.header = {"schema_version": PREDICT_SCHEMA_VERSION, "lang": reading.lang, "superset": reading.superset,
+                       "top": reading.top, "all_probabilities": reading.all_probabilities}
         new = not output.exists() or output.stat().st_size == 0
+        if not new:
+            self._check_existing()
         self.handle = open(output, "a", newline="", encoding="utf-8")
         self.csv = None if self.jsonl else csv.writer(self.handle)
         if new and self.csv is not None:
-            columns = ["record_id", "path"]
-            for rank in range(1, top + 1):
-                columns += [f"top{rank}_id", f"top{rank}_name", f"top{rank}_score", f"top{rank}_probability"]
-            self.csv.writerow(columns)
+            self.csv.writerow(self.columns)
+            self.handle.flush()
+
+    def _check_existing(self) -> None:
+        """A re-run appends to an output only when its lines would be like the ones there."""
+        with open(self.path, encoding="utf-8", newline="") as handle:
+            first = handle.readline()
+        if self.jsonl:
+            try:
+                line = json.loads(first)
+                written = {key: line.get(key) for key in self.header}
+            except (json.JSONDecodeError, AttributeError):
+                written = None
+            same = written == self.header
+        else:
+            same = next(csv.reader([first]), []) == self.columns
+        if not same:
+            raise PredictError(f"{self.path}: written by another ecgtool version or with other options (--top, --lang, "
+                               "--superset, --all-probabilities); write to a new file to use these")
 
     def write(self, predictions: list[Prediction]) -> None:
         """Append a batch's lines whole: a failed write (disk full) is cut back to the last
@@ -316,12 +446,10 @@ class _ResultWriter:
         writer = None if self.jsonl else csv.writer(buffer)
         for prediction in predictions:
             if self.jsonl:
-                buffer.write(json.dumps(prediction_as_dict(prediction), ensure_ascii=False, allow_nan=False) + "\n")
+                line = {**self.header, **prediction_as_dict(prediction, self.bundle)}
+                buffer.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
             else:
-                row = [prediction.record_id, prediction.path]
-                for finding in prediction.findings:
-                    row += [finding.id, finding.name, f"{finding.score:.6f}", f"{finding.probability:.6f}"]
-                writer.writerow(row)
+                writer.writerow(csv_row(prediction, self.reading.all_probabilities))
         self.handle.flush()
         complete = self.handle.tell()
         try:
@@ -337,6 +465,21 @@ class _ResultWriter:
         self.handle.close()
 
 
+def csv_row(prediction: Prediction, all_probabilities: bool) -> list[str]:
+    row = [prediction.record_id, prediction.path, "1" if prediction.calibrated else "0", prediction.report or "",
+           ";".join(f.id for f in prediction.present)]
+    for finding in prediction.findings:
+        row += [finding.id, finding.name, f"{finding.score:.6f}", _optional(finding.probability),
+                "" if finding.present is None else str(int(finding.present)), f"{finding.softmax_share:.6f}"]
+    if all_probabilities:
+        row += [_optional(p) for p in prediction.probabilities]
+    return row
+
+
+def _optional(value: float | None) -> str:
+    return "" if value is None else f"{value:.6f}"
+
+
 def _cut_back(handle, size: int):
     """Close ``handle`` (whose last write failed) and truncate its file to ``size`` bytes."""
     path = handle.name
@@ -348,12 +491,24 @@ def _cut_back(handle, size: int):
     return open(path, "a", newline="", encoding="utf-8")
 
 
-def prediction_as_dict(prediction: Prediction) -> dict:
-    return {
+def prediction_as_dict(prediction: Prediction, bundle: Bundle | None = None) -> dict:
+    """One record's reading as JSON (``--json``, one line of the JSONL output): docs/predict.md."""
+    def finding(f: Finding, rank: int | None = None) -> dict:
+        entry = {"rank": rank} if rank is not None else {}
+        entry.update({"id": f.id, "name": f.name, "score": round(f.score, 6),
+                      "probability": None if f.probability is None else round(f.probability, 6),
+                      "present": f.present, "softmax_share": round(f.softmax_share, 6)})
+        return entry
+
+    result = {
+        "schema_version": PREDICT_SCHEMA_VERSION,
         "record_id": prediction.record_id,
         "path": prediction.path,
-        "findings": [
-            {"id": f.id, "name": f.name, "score": round(f.score, 6), "probability": round(f.probability, 6)}
-            for f in prediction.findings
-        ],
+        "calibrated": prediction.calibrated,
+        "report": prediction.report,
+        "present": [finding(f) for f in prediction.present],
+        "findings": [finding(f, rank) for rank, f in enumerate(prediction.findings, start=1)],
     }
+    if prediction.probabilities is not None and bundle is not None:
+        result["probabilities"] = {fid: None if p is None else round(p, 6) for fid, p in zip(bundle.findings, prediction.probabilities)}
+    return result

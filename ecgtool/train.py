@@ -360,6 +360,9 @@ def train(
         from ecgtool.bundle import export_bundle
 
         export_bundle(_existing(checkpoint_dir / BEST) or checkpoint_dir / LAST, text_cache_dir, out_dir / BUNDLE, registry)
+        from ecgtool.bundle_calibration import calibrate_if_possible
+
+        calibrate_if_possible(out_dir / BUNDLE, store, device, on_note)
     return TrainResult(out_dir, state, checkpoint_dir / LAST, _existing(checkpoint_dir / BEST))
 
 

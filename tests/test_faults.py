@@ -20,7 +20,7 @@ from ecgtool.annotations import AnnotationError, load_annotations
 from ecgtool.ingest import IngestError, IngestOptions, ingest
 from ecgtool.io.discover import find_records
 from ecgtool.output_lock import OutputInUseError, exclusive_output, lock_path_for
-from ecgtool.predict import _ResultWriter, PredictError, predict_record
+from ecgtool.predict import PredictError, ReadingOptions, _ResultWriter, predict_record
 from ecgtool.bundle import load_bundle
 from ecgtool.predict import DEFAULT_BUNDLE
 
@@ -109,7 +109,7 @@ def test_a_failed_write_leaves_only_complete_lines(tmp_path):
     bundle = load_bundle(DEFAULT_BUNDLE)
     predictions = [predict_record(path, bundle) for path in sorted(EXAMPLES.glob("*.hea"))]
     out = tmp_path / "scores.jsonl"
-    writer = _ResultWriter(out, top=5)
+    writer = _ResultWriter(out, bundle, ReadingOptions(top=5))
     writer.write(predictions[:2])
     writer.handle = _DiskFullAfter(writer.handle)
     with pytest.raises(PredictError, match="No space left on device"):

@@ -16,7 +16,7 @@ from ecgtool.bundle import BundleError, load_bundle
 from ecgtool.cli import app
 from ecgtool.errors import RecordError
 from ecgtool.ingest import IngestOptions, ingest
-from ecgtool.predict import predict_directory, predict_record
+from ecgtool.predict import ReadingOptions, predict_directory, predict_record
 from ecgtool.registry import load_registry
 from ecgtool.store import Store
 from ecgtool.text import collect_prompts, embed_prompts
@@ -64,7 +64,7 @@ def test_predict_one_record_in_japanese_and_english(bundle_dir):
     assert all(f.name == registry.finding(f.id).en for f in en.findings)
     scores = [f.score for f in ja.findings]
     assert scores == sorted(scores, reverse=True)
-    assert 0 < sum(f.probability for f in ja.findings) <= 1 + 1e-6
+    assert 0 < sum(f.softmax_share for f in ja.findings) <= 1 + 1e-6
     superset = predict_record(EXAMPLES / "00180_hr.hea", bundle, top=5, lang="ja", superset="rhythm")
     assert {f.id for f in superset.findings} == {c.id for c in registry.supersets["rhythm"]}
 
@@ -91,7 +91,7 @@ def test_bundle_for_another_registry_is_refused(bundle_dir, tmp_path):
 def test_cli_table_json_and_plot(bundle_dir, tmp_path):
     table = runner.invoke(app, ["predict", str(EXAMPLES / "00318_hr.hea"), "--top", "5", "--model", str(bundle_dir)], env={"COLUMNS": "200"})
     assert table.exit_code == 0, table.output
-    assert "00318_hr: top 5 findings" in table.output and "名称" in table.output
+    assert "00318_hr: top 5 findings" in table.output and "所見" in table.output
     as_json = runner.invoke(app, ["predict", str(EXAMPLES / "00318_hr.hea"), "--json", "--lang", "en", "--model", str(bundle_dir)])
     payload = json.loads(as_json.output)
     assert payload["record_id"] == "00318_hr" and len(payload["findings"]) == 5
@@ -110,7 +110,7 @@ def test_directory_scoring_with_skip_list_and_resume(bundle_dir, shared_data, tm
     bundle = load_bundle(bundle_dir)
     out = tmp_path / "scores.csv"
     folder = shared_data / "challenge" / "cinc2021"
-    result = predict_directory([folder], out, bundle, top=3, workers=2, batch_size=16)
+    result = predict_directory([folder], out, bundle, ReadingOptions(top=3), workers=2, batch_size=16)
     n_records = len(list(folder.glob("*.hea")))
     assert result.scored + result.skipped == n_records and result.skipped == 2
     with open(out, encoding="utf-8") as handle:
@@ -121,7 +121,7 @@ def test_directory_scoring_with_skip_list_and_resume(bundle_dir, shared_data, tm
     # A run cut short mid-line resumes without redoing or duplicating records.
     text = out.read_text(encoding="utf-8").splitlines(keepends=True)
     out.write_text("".join(text[:10]) + text[10][:15], encoding="utf-8")
-    again = predict_directory([folder], out, bundle, top=3, workers=1)
+    again = predict_directory([folder], out, bundle, ReadingOptions(top=3), workers=1)
     assert again.already_done == 9 and again.scored == result.scored - 9
     with open(out, encoding="utf-8") as handle:
         assert sorted(r["record_id"] for r in csv.DictReader(handle)) == sorted(r["record_id"] for r in rows)
