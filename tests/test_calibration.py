@@ -177,12 +177,15 @@ TWO_FINDINGS = {
 }
 
 
+@pytest.mark.device
 @pytest.mark.parametrize("record", sorted(TWO_FINDINGS))
-def test_a_record_with_two_findings_gets_both_called_present(record, shared_data):
-    bundle = load_bundle(DEFAULT_BUNDLE)
+def test_a_record_with_two_findings_gets_both_called_present(record, shared_data, device):
+    import torch
+
+    bundle = load_bundle(DEFAULT_BUNDLE).to(torch.device(device))
     registry = load_registry()
     for lang in ("ja", "en"):
-        prediction = predict_record(shared_data / record, bundle, top=98, lang=lang)
+        prediction = predict_record(shared_data / record, bundle, top=98, lang=lang, device=torch.device(device))
         called = {f.id: f for f in prediction.present}
         assert TWO_FINDINGS[record] <= set(called), (lang, sorted(called))
         thresholds = {c.finding: c.operating_point for c in bundle.calibration.for_language(lang)}

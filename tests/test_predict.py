@@ -53,11 +53,12 @@ def test_train_exports_a_bundle_with_its_input_contract(bundle_dir):
     assert torch.allclose(bundle.text["label/ja"].norm(dim=1), torch.ones(98), atol=1e-5)
 
 
-def test_predict_one_record_in_japanese_and_english(bundle_dir):
-    bundle = load_bundle(bundle_dir)
+@pytest.mark.device
+def test_predict_one_record_in_japanese_and_english(bundle_dir, device):
+    bundle = load_bundle(bundle_dir).to(torch.device(device))
     registry = load_registry()
-    ja = predict_record(EXAMPLES / "00180_hr.hea", bundle, top=5, lang="ja")
-    en = predict_record(EXAMPLES / "00180_hr.dat", bundle, top=5, lang="en")
+    ja = predict_record(EXAMPLES / "00180_hr.hea", bundle, top=5, lang="ja", device=torch.device(device))
+    en = predict_record(EXAMPLES / "00180_hr.dat", bundle, top=5, lang="en", device=torch.device(device))
     assert ja.record_id == "00180_hr" and len(ja.findings) == 5
     # Each language ranks its own prompt vectors: the lists may differ, the names must not.
     assert ja.findings[0].name == registry.finding(ja.findings[0].id).ja
@@ -65,7 +66,7 @@ def test_predict_one_record_in_japanese_and_english(bundle_dir):
     scores = [f.score for f in ja.findings]
     assert scores == sorted(scores, reverse=True)
     assert 0 < sum(f.softmax_share for f in ja.findings) <= 1 + 1e-6
-    superset = predict_record(EXAMPLES / "00180_hr.hea", bundle, top=5, lang="ja", superset="rhythm")
+    superset = predict_record(EXAMPLES / "00180_hr.hea", bundle, top=5, lang="ja", superset="rhythm", device=torch.device(device))
     assert {f.id for f in superset.findings} == {c.id for c in registry.supersets["rhythm"]}
 
 
@@ -106,11 +107,12 @@ def test_cli_table_json_and_plot(bundle_dir, tmp_path):
     assert reddish.mean() > 0.02 and dark.mean() > 0.005
 
 
-def test_directory_scoring_with_skip_list_and_resume(bundle_dir, shared_data, tmp_path):
-    bundle = load_bundle(bundle_dir)
+@pytest.mark.device
+def test_directory_scoring_with_skip_list_and_resume(bundle_dir, shared_data, tmp_path, device):
+    bundle = load_bundle(bundle_dir).to(torch.device(device))
     out = tmp_path / "scores.csv"
     folder = shared_data / "challenge" / "cinc2021"
-    result = predict_directory([folder], out, bundle, ReadingOptions(top=3), workers=2, batch_size=16)
+    result = predict_directory([folder], out, bundle, ReadingOptions(top=3), workers=2, batch_size=16, device=torch.device(device))
     n_records = len(list(folder.glob("*.hea")))
     assert result.scored + result.skipped == n_records and result.skipped == 2
     with open(out, encoding="utf-8") as handle:
@@ -121,7 +123,7 @@ def test_directory_scoring_with_skip_list_and_resume(bundle_dir, shared_data, tm
     # A run cut short mid-line resumes without redoing or duplicating records.
     text = out.read_text(encoding="utf-8").splitlines(keepends=True)
     out.write_text("".join(text[:10]) + text[10][:15], encoding="utf-8")
-    again = predict_directory([folder], out, bundle, ReadingOptions(top=3), workers=1)
+    again = predict_directory([folder], out, bundle, ReadingOptions(top=3), workers=1, device=torch.device(device))
     assert again.already_done == 9 and again.scored == result.scored - 9
     with open(out, encoding="utf-8") as handle:
         assert sorted(r["record_id"] for r in csv.DictReader(handle)) == sorted(r["record_id"] for r in rows)
