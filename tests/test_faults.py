@@ -208,8 +208,11 @@ def test_ctrl_c_during_ingest_stops_in_one_line_and_the_rerun_resumes(tmp_path, 
     records = shared_data / "ptb-xl" / "records100"
     command = [sys.executable, "-m", "ecgtool.cli", "ingest", str(records),
                "--out", str(store), "--workers", "2", "--shard-size", "16"]
+    # As from a terminal: SIGINT handled by default, even where this test runs with it ignored (a
+    # background job of a non-interactive shell ignores SIGINT, and its children inherit that).
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True, cwd=REPO)
+                               start_new_session=True, cwd=REPO,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None and not list(store.glob("*.h5")):
         time.sleep(0.05)
