@@ -267,8 +267,11 @@ def embed_store(store: Store, bundle: Bundle, path: str | Path | None = None, ba
     if store.registry_hash != bundle.description["registry"]["hash"]:
         raise EmbeddingsError(f"{store.directory}: built with registry {store.registry_hash}, "
                               f"the bundle with {bundle.description['registry']['hash']}")
+    from ecgtool.inference import FastEncoder
+
     path = Path(path) if path is not None else default_embeddings_path(store.directory, bundle)
     total = sum(shard["records"] for shard in store.manifest["shards"])
+    encoder = FastEncoder(bundle, device, batch_size)  # compiled bf16 on CUDA; Bundle.embed on the CPU
     with EmbeddingWriter(path, bundle) as writer:
         already = len(writer.known)
         seen = 0
@@ -280,9 +283,8 @@ def embed_store(store: Store, bundle: Bundle, path: str | Path | None = None, ba
                 shard = read_shard(shard_path)
                 for start in range(0, len(missing), batch_size):
                     rows = missing[start : start + batch_size]
-                    signals = torch.from_numpy(shard.signal[rows]).to(device, torch.float32)
-                    writer.append([shard.record_id[i] for i in rows], bundle.embed(signals),
-                                  [shard.patient_id[i] for i in rows])
+                    vectors = next(encoder.encode_batches([shard.signal[rows]]))
+                    writer.append([shard.record_id[i] for i in rows], vectors, [shard.patient_id[i] for i in rows])
                     seen += len(rows)
                     if progress:
                         progress(seen, total)
