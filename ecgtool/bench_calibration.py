@@ -186,12 +186,9 @@ def plot_reliability(calibration: dict, out_path: str | Path) -> Path:
     counts.set_ylabel("cells")
     counts.grid(alpha=0.3)
     figure.tight_layout()
-    out_path = Path(out_path)
-    temporary = out_path.with_name(f".{out_path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    temporary.replace(out_path)
-    return out_path
+    from ecgtool.plot import save_figure
+
+    return save_figure(figure, out_path)
 
 
 def _mean(values) -> float:

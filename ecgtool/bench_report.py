@@ -249,9 +249,6 @@ def plot_per_label(result: dict, out_path: str | Path, lang: str | None = None) 
     axes.legend(loc="lower right", fontsize=8)
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
-    out_path = Path(out_path)
-    temporary = out_path.with_name(f".{out_path.name}.tmp.png")
-    figure.savefig(temporary, dpi=110)
-    plt.close(figure)
-    temporary.replace(out_path)
-    return out_path
+    from ecgtool.plot import save_figure
+
+    return save_figure(figure, out_path)

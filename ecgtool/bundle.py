@@ -230,6 +230,18 @@ def _load_text_projection(directory: Path, description: dict, config: ModelConfi
     return projection.eval()
 
 
+FINGERPRINTED = (MODEL_WEIGHTS, TEXT_VECTORS)
+
+
+def weight_checksums(directory: str | Path, description: dict) -> dict[str, str]:
+    """SHA-256 of the ECG weights and the label vectors, the files whose bytes decide every score
+    (what embeddings and calibrations are tied to): as ``bundle.json`` records them, computed from
+    the files for bundles exported before that."""
+    recorded = description.get("files", {})
+    return {name: recorded[name]["sha256"] if name in recorded else file_sha256(Path(directory) / name)
+            for name in FINGERPRINTED}
+
+
 def _load_checked(directory: Path, name: str, description: dict) -> dict:
     """A bundle's safetensors file, checked against the checksum and shapes bundle.json records
     (bundles exported before those were recorded are loaded as they are)."""

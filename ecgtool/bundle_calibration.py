@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ecgtool.bundle import weight_checksums
 from ecgtool.calibration import (
     CALIBRATION_FORMAT_VERSION,
     ISOTONIC_MIN,
@@ -34,7 +35,6 @@ from ecgtool.output_lock import writes_output
 from ecgtool.store import Store, write_json_atomic
 
 BUNDLE_JSON = "bundle.json"
-WEIGHT_FILES = ("model.safetensors", "text.safetensors")
 NEVER_CALIBRATE_ON = ("test",)
 
 
@@ -53,12 +53,6 @@ class BundleCalibration:
         return self.languages.get(lang)
 
 
-def weights_fingerprint(description: dict) -> dict[str, str]:
-    """The checksums of the files a calibration depends on, as ``bundle.json`` records them."""
-    files = description.get("files", {})
-    return {name: files[name]["sha256"] for name in WEIGHT_FILES if name in files}
-
-
 def calibrate_bundle(bundle_dir: str | Path, store: str | Path, split: str = "val",
                      min_positives: int = MIN_POSITIVES, isotonic_min: int = ISOTONIC_MIN,
                      rule: str = "max_f1", target_sensitivity: float | None = None, min_f1: float = MIN_F1,
@@ -71,7 +65,7 @@ def calibrate_bundle(bundle_dir: str | Path, store: str | Path, split: str = "va
     Raises
     ------
     CalibrationError
-        The split is a test split, holds no labelled record, or the bundle predates checksums.
+        The split is a test split or holds no labelled record.
     """
     bundle_dir = Path(bundle_dir)
     if not (bundle_dir / BUNDLE_JSON).is_file():
@@ -96,10 +90,7 @@ def _calibrate_locked(bundle_dir: Path, store: Store, split: str, min_positives:
         raise CalibrationError(f"{store.directory}: calibration is never fitted on the {split} split "
                                "(it is where calibration is measured); use --split val")
     bundle = load_bundle(bundle_dir).to(device)
-    fingerprint = weights_fingerprint(bundle.description)
-    if set(fingerprint) != set(WEIGHT_FILES):
-        raise CalibrationError(f"{bundle_dir / BUNDLE_JSON}: records no checksums of its weights (exported by an old "
-                               "ecgtool); re-export it with `ecgtool export` before calibrating")
+    fingerprint = weight_checksums(bundle_dir, bundle.description)
     if store.counts().get(split, {}).get("records", 0) == 0:
         raise CalibrationError(f"{store.directory}: the {split} split is empty (nothing to calibrate on)")
     store.verify(split)
@@ -140,17 +131,16 @@ def calibrate_if_possible(bundle_dir: Path, store: Store, device: torch.device =
                           on_note=None) -> dict | None:
     """Calibrate a freshly exported bundle on the store's val split with the default rules, or
     say why not (no labelled val record): what ``train`` and ``export`` do after exporting."""
-    val = store.counts().get("val", {}).get("records", 0)
-    try:
-        return calibrate_bundle(bundle_dir, store.directory, "val", device=device) if val else _no_val(store)
-    except CalibrationError as error:
-        if on_note is not None:
-            on_note(f"bundle not calibrated: {error}")
+    note = on_note or (lambda text: None)
+    if not store.counts().get("val", {}).get("records", 0):
+        note(f"bundle not calibrated: {store.directory}: no val split to calibrate on "
+             "(run `ecgtool calibrate` with another store)")
         return None
-
-
-def _no_val(store: Store):
-    raise CalibrationError(f"{store.directory}: no val split to calibrate on (run `ecgtool calibrate` with another store)")
+    try:
+        return calibrate_bundle(bundle_dir, store.directory, "val", device=device)
+    except CalibrationError as error:
+        note(f"bundle not calibrated: {error}")
+        return None
 
 
 def write_calibration(bundle_dir: Path, entry: dict, languages: dict[str, list[FindingCalibration]]) -> None:
@@ -185,7 +175,7 @@ def load_calibration(bundle_dir: Path, description: dict) -> BundleCalibration |
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != entry["sha256"]:
         raise CalibrationError(f"{path}: does not match the checksum in {BUNDLE_JSON} (damaged or replaced)")
-    if entry.get("weights") != weights_fingerprint(description):
+    if entry.get("weights") != weight_checksums(bundle_dir, description):
         raise CalibrationError(f"{path}: fitted for other weights than this bundle's (re-run ecgtool calibrate)")
     payload = json.loads(data.decode("utf-8"))
     if payload.get("format_version") != CALIBRATION_FORMAT_VERSION:

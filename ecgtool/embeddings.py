@@ -29,10 +29,10 @@ import numpy as np
 import torch
 
 from ecgtool import __version__
-from ecgtool.bundle import MODEL_WEIGHTS, TEXT_VECTORS, Bundle
+from ecgtool.bundle import Bundle, weight_checksums
 from ecgtool.errors import EcgToolError
 from ecgtool.output_lock import exclusive_output
-from ecgtool.store import Store, file_sha256, read_shard
+from ecgtool.store import Store, read_shard
 
 EMBEDDINGS_FORMAT = "ecgtool-embeddings"
 EMBEDDINGS_FORMAT_VERSION = 1
@@ -50,10 +50,8 @@ def bundle_fingerprint(bundle: Bundle) -> str:
     exported before those were recorded): equal weights give equal fingerprints wherever the
     bundle lies.
     """
-    recorded = bundle.description.get("files", {})
     digest = hashlib.sha256()
-    for name in (MODEL_WEIGHTS, TEXT_VECTORS):
-        sha = recorded[name]["sha256"] if name in recorded else file_sha256(bundle.directory / name)
+    for name, sha in weight_checksums(bundle.directory, bundle.description).items():
         digest.update(f"{name}:{sha}\n".encode("ascii"))
     return digest.hexdigest()[:16]
 

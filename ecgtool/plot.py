@@ -9,6 +9,7 @@ Noto Sans CJK JP (SIL Open Font License, from the ``noto-cjk-sans-jp-regular`` p
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -72,11 +73,26 @@ def plot_ecg(signal: np.ndarray, out_path: str | Path, title: str, finding_lines
     figure.text(0.01, top, title, fontsize=9, fontproperties=font, va="top")
     for index, line in enumerate(finding_lines):
         figure.text(0.01, top - (6 + 5 * index) / (height_mm + header_mm + 6), line, fontsize=8, fontproperties=font, va="top")
+    return save_figure(figure, out_path, dpi=150)
+
+
+def save_figure(figure, out_path: str | Path, dpi: int = 110) -> Path:
+    """Write a matplotlib figure as a PNG atomically (a temporary file, then a rename) and close it."""
+    import matplotlib.pyplot as plt
+
     out_path = Path(out_path)
-    tmp = out_path.with_name(out_path.stem + ".tmp.png")
-    figure.savefig(tmp, dpi=150)
-    plt.close(figure)
-    tmp.replace(out_path)
+    if out_path.is_dir():
+        plt.close(figure)
+        raise IsADirectoryError(errno.EISDIR, "Is a directory", str(out_path))
+    temporary = out_path.with_name(f".{out_path.name}.tmp.png")
+    try:
+        figure.savefig(temporary, dpi=dpi)
+        temporary.replace(out_path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    finally:
+        plt.close(figure)
     return out_path
 
 

@@ -27,3 +27,25 @@ def build_tiny_llama(folder: Path, registry, seed: int) -> Path:
     return folder
 
 
+
+
+def small_labelled_store(root: Path, shared_data: Path) -> tuple[Path, Path]:
+    """The first 40 PTB-XL 500 Hz records (train, val and test) ingested with their labels under
+    ``root``, with a tiny LM's text cache in ``<store>/text-cache``: the store and the LM."""
+    import shutil
+
+    from ecgtool.ingest import IngestOptions, ingest
+    from ecgtool.registry import load_registry
+    from ecgtool.store import Store
+    from ecgtool.text import collect_prompts, embed_prompts
+
+    records = root / "records"
+    records.mkdir()
+    for source in sorted((shared_data / "ptb-xl" / "records500" / "00000").glob("000[0-4]*_hr.*"))[:80]:
+        shutil.copy(source, records)
+    store = root / "store"
+    ingest([records], store, metadata=[shared_data / "ptb-xl" / "ptbxl_database.csv"], options=IngestOptions(workers=1))
+    registry = load_registry()
+    lm = build_tiny_llama(root / "tiny-llama", registry, seed=0)
+    embed_prompts(lm, collect_prompts(registry, Store(store), ("ja", "en")), store / "text-cache", registry=registry)
+    return store, lm

@@ -12,10 +12,8 @@ from pathlib import Path
 import pytest
 
 from ecgtool.ingest import IngestOptions, ingest
-from ecgtool.registry import load_registry
 from ecgtool.store import Store
-from ecgtool.text import collect_prompts, embed_prompts
-from lm_fixtures import build_tiny_llama
+from lm_fixtures import small_labelled_store
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "ptb-xl" / "00299_hr.hea"
@@ -39,16 +37,7 @@ def _assert_one_line_error(done: subprocess.CompletedProcess, *fragments: str) -
 @pytest.fixture(scope="module")
 def small_store(tmp_path_factory, shared_data) -> Path:
     """Eight PTB-XL records (train, val and test) with a tiny LM's text cache."""
-    root = tmp_path_factory.mktemp("cli-errors")
-    records = root / "records"
-    records.mkdir()
-    for source in sorted((shared_data / "ptb-xl" / "records500" / "00000").glob("000[0-4]*_hr.*"))[:80]:
-        shutil.copy(source, records)
-    store = root / "store"
-    ingest([records], store, metadata=[shared_data / "ptb-xl" / "ptbxl_database.csv"], options=IngestOptions(workers=1))
-    registry = load_registry()
-    model = build_tiny_llama(root / "tiny-llama", registry, seed=0)
-    embed_prompts(model, collect_prompts(registry, Store(store), ("ja", "en")), store / "text-cache", registry=registry)
+    store, _ = small_labelled_store(tmp_path_factory.mktemp("cli-errors"), shared_data)
     return store
 
 

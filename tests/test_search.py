@@ -21,16 +21,14 @@ from safetensors.torch import load_file, save_file
 from ecgtool.bundle import BUNDLE_JSON, TEXT_PROJECTION, TEXT_VECTORS, load_bundle
 from ecgtool.embeddings import (EmbeddingsError, EmbeddingWriter, bundle_fingerprint, default_embeddings_path,
                                 embed_store, read_embeddings)
-from ecgtool.ingest import IngestOptions, ingest
 from ecgtool.predict import DEFAULT_BUNDLE
 from ecgtool.registry import load_registry
 from ecgtool.retrieval_bench import retrieval_figures, retrieval_markdown
 from ecgtool.search import (Filters, SearchError, combine, finding_parts, like_file_parts, like_id_parts,
                             open_search_space, search, similarities, text_parts, top_rows)
 from ecgtool.store import Store, file_sha256, read_shard
-from ecgtool.text import collect_prompts, embed_prompts
 from ecgtool.train import TrainConfig, train
-from lm_fixtures import build_tiny_llama
+from lm_fixtures import build_tiny_llama, small_labelled_store
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "ptb-xl" / "00299_hr.hea"
@@ -269,15 +267,7 @@ def test_retrieval_figures_on_hand_made_embeddings():
 def tiny(tmp_path_factory, shared_data):
     """40 PTB-XL records, a tiny LM's text cache and a bundle trained on them for one epoch."""
     root = tmp_path_factory.mktemp("search-tiny")
-    records = root / "records"
-    records.mkdir()
-    for source in sorted((shared_data / "ptb-xl" / "records500" / "00000").glob("000[0-4]*_hr.*"))[:80]:
-        shutil.copy(source, records)
-    store = root / "store"
-    ingest([records], store, metadata=[shared_data / "ptb-xl" / "ptbxl_database.csv"], options=IngestOptions(workers=1))
-    registry = load_registry()
-    lm = build_tiny_llama(root / "tiny-llama", registry, seed=0)
-    embed_prompts(lm, collect_prompts(registry, Store(store), ("ja", "en")), store / "text-cache", registry=registry)
+    store, lm = small_labelled_store(root, shared_data)
     train(store, store / "text-cache", root / "run", TrainConfig(epochs=1, batch_size=4, max_records=8, device="cpu"))
     return store, root / "run" / "bundle", lm
 
