@@ -68,7 +68,7 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
     """
     _check_inputs(bundle, store, registry, split, languages)
     try:
-        embeddings, findings, record_ids = embed_split(bundle, store, split, device=device)
+        embeddings, findings, record_ids, patient_ids = embed_split(bundle, store, split, device=device)
     except EcgToolError as error:
         raise BenchError(str(error)) from None
     if not findings.any():
@@ -91,7 +91,6 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
             for test in bundle.description["supersets"]
         },
     }
-    patient_ids = [patient for shard in store.shards(split, with_signal=False) for patient in shard.patient_id]
     result["retrieval"] = retrieval_figures(embeddings, findings, patient_ids, bundle, registry, languages)
     result["calibration"] = calibration_figures(bundle, label_similarity, findings, registry)
     if result["calibration"] is not None:

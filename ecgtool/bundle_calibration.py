@@ -94,7 +94,7 @@ def _calibrate_locked(bundle_dir: Path, store: Store, split: str, min_positives:
     if store.counts().get(split, {}).get("records", 0) == 0:
         raise CalibrationError(f"{store.directory}: the {split} split is empty (nothing to calibrate on)")
     store.verify(split)
-    embeddings, findings, record_ids = embed_split(bundle, store, split, device=device)
+    embeddings, findings, record_ids, _ = embed_split(bundle, store, split, device=device)
     labelled = findings.any(axis=1)
     if not labelled.any():
         raise CalibrationError(f"{store.directory}: no record of the {split} split has a finding (ingest it with labels)")
