@@ -67,8 +67,13 @@ def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str |
         raise BundleError(f"{text_cache}: made with another language model than {checkpoint} was trained with")
     if metadata["registry"]["hash"] != registry.hash:
         raise BundleError(f"{checkpoint}: trained with registry {metadata['registry']['hash']}, installed is {registry.hash}")
-    model = EcgTextModel(ModelConfig.from_dict(metadata["model"]))
-    model.load_state_dict(payload["model"])
+    config = ModelConfig.from_dict(metadata["model"])
+    if config.finding_head:
+        raise BundleError(f"{checkpoint}: a supervised baseline (finding head, no text alignment) is not a bundle; "
+                          "score it with scripts/bench-supervised.py")
+    model = EcgTextModel(config)
+    # A run with --ema-decay exports the moving average of its weights, as it was validated.
+    model.load_checkpoint_state(payload.get("ema") or payload["model"])
     model.eval()
     text = {}
     langs = [lang for lang in LANGS if cache.row_of(registry.prompt([registry.findings[0].id], lang), lang) is not None]

@@ -277,7 +277,7 @@ def train(
     eps: float = typer.Option(1e-8, "--eps", min=0.0),
     max_grad_norm: float = typer.Option(1.0, "--max-grad-norm", help="Gradient clipping norm (0: off).", min=0.0),
     warmup_steps: int = typer.Option(0, "--warmup-steps", min=0),
-    schedule: str = typer.Option("linear", "--schedule", help="linear (decay to 0) or constant."),
+    schedule: str = typer.Option("linear", "--schedule", help="linear (decay to 0), cosine (half-cosine decay to 0) or constant; after --warmup-steps."),
     embed_dim: int = typer.Option(512, "--embed-dim", help="Shared ECG-text dimension.", min=1),
     lang: str = typer.Option("ja", "--lang", help="Report language trained on: ja, en, or both (each record's prompt in either, drawn per step)."),
     precision: str = typer.Option("auto", "--precision", help="auto (bf16 on CUDA, fp32 on CPU), bf16 or fp32."),
@@ -297,6 +297,9 @@ def train(
     compile_step: str = typer.Option("auto", "--compile", help="torch.compile the step: auto (on for CUDA, off on CPU), on or off."),
     compile_mode: str = typer.Option("auto", "--compile-mode", help="auto (CUDA graphs on one CUDA process, else default), or a torch.compile mode: default, reduce-overhead, max-autotune-no-cudagraphs."),
     log_every_steps: int = typer.Option(0, "--log-every-steps", help="Read the loss back (progress bar, non-finite check) every N steps; 0: auto (1 on CPU, 50 on CUDA).", min=0),
+    objective: str = typer.Option("contrastive", "--objective", help="contrastive (report InfoNCE, + the label loss with --label-loss-weight) or supervised (the reference baseline: BCE of a linear finding head, no text; not exported as a bundle)."),
+    label_loss_weight: float = typer.Option(0.0, "--label-loss-weight", help="Weight of the multi-positive label loss: a sigmoid per (ECG, label or superset prompt) pair, both languages (0: off, the v2 recipe).", min=0.0),
+    ema_decay: float = typer.Option(0.0, "--ema-decay", help="Validate and export an exponential moving average of the weights with this decay (e.g. 0.999; 0: off).", min=0.0, max=0.999999),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
 ):
     """Train the ResNet1d-18 ECG encoder against the cached text vectors (symmetric InfoNCE).
@@ -315,6 +318,7 @@ def train(
         mask_implied_texts=mask_implied_texts, label_prompt_prob=label_prompt_prob, augment=augment,
         input_lowpass_hz=input_lowpass_hz, input_decimation=input_decimation, select_by=select_by, max_records=max_records, device=device, stream=stream, loader_workers=loader_workers,
         compile=compile_step, compile_mode=compile_mode, log_every_steps=log_every_steps,
+        objective=objective, label_loss_weight=label_loss_weight, ema_decay=ema_decay,
     )
     main_process = context_from_environment().is_main
     with rate_progress("train", "steps") as show:

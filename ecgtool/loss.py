@@ -61,3 +61,29 @@ class ClipLoss(nn.Module):
             logits = logits.masked_fill(implied, float("-inf"))
         targets = torch.arange(logits.shape[0], device=logits.device)
         return (F.cross_entropy(logits, targets) + F.cross_entropy(logits.T, targets)) / 2
+
+
+def label_sigmoid_loss(ecg_features: torch.Tensor, label_features: torch.Tensor, scale: torch.Tensor,
+                       bias: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Multi-positive loss between each ECG and every label prompt (SigLIP's sigmoid loss, Zhai et
+    al. 2023, with the prompts as the text side): every (ECG, prompt) pair is one binary example,
+    ``logit = scale * cosine + bias``, positive where the record has the finding (or belongs to the
+    superset class). Summed over prompts, averaged over records and over the prompt languages.
+
+    Parameters
+    ----------
+    ecg_features : (B, d) unit vectors
+    label_features : (L, K, d) unit vectors, the K prompts in each of L languages
+    targets, mask : (B, K) 0/1; pairs with mask 0 (a superset test none of the record's findings
+        belongs to: unknown, not negative) add nothing
+    """
+    logits = scale * torch.einsum("bd,lkd->lbk", ecg_features.float(), label_features.float()) + bias
+    losses = F.binary_cross_entropy_with_logits(logits, targets.float().expand_as(logits), reduction="none")
+    return (losses * mask.float()).sum() / (ecg_features.shape[0] * label_features.shape[0])
+
+
+def finding_bce_loss(finding_logits: torch.Tensor, findings: torch.Tensor) -> torch.Tensor:
+    """The supervised baseline's loss: binary cross-entropy per finding, summed over findings and
+    averaged over records (the same reduction as ``label_sigmoid_loss``)."""
+    losses = F.binary_cross_entropy_with_logits(finding_logits.float(), findings.float(), reduction="none")
+    return losses.sum() / finding_logits.shape[0]

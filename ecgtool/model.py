@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -24,6 +25,13 @@ from torch import nn
 # CLIP's initial temperature and its clamp (logit scale at most 100).
 INITIAL_TEMPERATURE = 0.07
 MAX_LOGIT_SCALE = 100.0
+# The label loss's sigmoid (SigLIP, Zhai et al. 2023): logit = scale * cosine + bias, both learnt.
+# Initial scale 10 as SigLIP's; initial bias near the log-odds of a finding's prior (about 1 in 50).
+INITIAL_LABEL_LOGIT_SCALE = 10.0
+INITIAL_LABEL_LOGIT_BIAS = -4.0
+# Parameters added after bundles and checkpoints of earlier versions were written: absent from
+# those, they keep their initial values when such a checkpoint is loaded.
+LATER_PARAMETERS = ("label_logit_scale", "label_logit_bias")
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,9 @@ class ModelConfig:
     initial_temperature: float = INITIAL_TEMPERATURE
     input_lowpass_hz: float | None = None
     input_decimation: int = 1
+    # The supervised baseline's linear head (pooled encoder features → one logit per finding);
+    # 0 for the contrastive model, which scores findings by their label prompts instead.
+    finding_head: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -174,8 +185,21 @@ class ResNet1d(nn.Module):
         return self.stages(self.stem(x)).mean(dim=-1)
 
 
+class StepOutputs(NamedTuple):
+    """What one training forward pass gives (``None`` where not asked for)."""
+
+    ecg: torch.Tensor
+    text: torch.Tensor | None
+    logit_scale: torch.Tensor
+    labels: torch.Tensor | None = None
+    label_logit_scale: torch.Tensor | None = None
+    label_logit_bias: torch.Tensor | None = None
+    finding_logits: torch.Tensor | None = None
+
+
 class EcgTextModel(nn.Module):
-    """ECG encoder + ECG and text projections + learnable temperature (as CLIP's logit scale)."""
+    """ECG encoder + ECG and text projections + learnable temperature (as CLIP's logit scale),
+    the label loss's sigmoid scale and bias, and for the supervised baseline a finding head."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -184,20 +208,45 @@ class EcgTextModel(nn.Module):
         self.ecg_projection = nn.Linear(self.ecg_encoder.out_features, config.embed_dim, bias=False)
         self.text_projection = nn.Linear(config.text_dim, config.embed_dim, bias=False)
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / config.initial_temperature)))
+        self.label_logit_scale = nn.Parameter(torch.tensor(math.log(INITIAL_LABEL_LOGIT_SCALE)))
+        self.label_logit_bias = nn.Parameter(torch.tensor(INITIAL_LABEL_LOGIT_BIAS))
+        self.finding_head = nn.Linear(self.ecg_encoder.out_features, config.finding_head) if config.finding_head else None
 
     def encode_ecg(self, signal: torch.Tensor) -> torch.Tensor:
         """``(B, 12, 5000)`` mV → unit vectors ``(B, embed_dim)``."""
         return F.normalize(self.ecg_projection(self.ecg_encoder(signal)), dim=-1)
 
     def encode_text(self, text_vectors: torch.Tensor) -> torch.Tensor:
-        """Cached LM vectors ``(B, text_dim)`` → unit vectors ``(B, embed_dim)``."""
+        """Cached LM vectors ``(..., text_dim)`` → unit vectors ``(..., embed_dim)``."""
         return F.normalize(self.text_projection(text_vectors), dim=-1)
 
     def clamped_logit_scale(self) -> torch.Tensor:
         return self.logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
 
-    def forward(self, signal: torch.Tensor, text_vectors: torch.Tensor):
-        return self.encode_ecg(signal), self.encode_text(text_vectors), self.clamped_logit_scale()
+    def clamped_label_logit_scale(self) -> torch.Tensor:
+        return self.label_logit_scale.clamp(max=math.log(MAX_LOGIT_SCALE)).exp()
+
+    def forward(self, signal: torch.Tensor, text_vectors: torch.Tensor | None,
+                label_vectors: torch.Tensor | None = None) -> StepOutputs:
+        """One training pass: the ECG embeddings, the paired texts' (``text_vectors``), the label
+        prompts' (``label_vectors``, any leading shape) and, with a finding head, its logits."""
+        features = self.ecg_encoder(signal)
+        ecg = F.normalize(self.ecg_projection(features), dim=-1)
+        text = self.encode_text(text_vectors) if text_vectors is not None else None
+        labels = self.encode_text(label_vectors) if label_vectors is not None else None
+        return StepOutputs(
+            ecg, text, self.clamped_logit_scale(), labels,
+            self.clamped_label_logit_scale() if labels is not None else None,
+            self.label_logit_bias if labels is not None else None,
+            self.finding_head(features) if self.finding_head is not None else None,
+        )
+
+    def load_checkpoint_state(self, state_dict: dict) -> None:
+        """``load_state_dict``, also of checkpoints written before ``LATER_PARAMETERS`` existed."""
+        missing, unexpected = self.load_state_dict(state_dict, strict=False)
+        missing = [key for key in missing if key not in LATER_PARAMETERS]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint does not fit the model: missing {missing}, unexpected {unexpected}")
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -36,7 +36,9 @@ from ecgtool.distributed import DistributedContext, context_from_environment, co
 from ecgtool.errors import EcgToolError
 from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.augment import SignalAugment, augment_signals, step_generator
-from ecgtool.loss import ClipLoss
+from ecgtool.label_targets import label_prompts
+from ecgtool.loss import ClipLoss, finding_bce_loss, label_sigmoid_loss
+from ecgtool.weight_average import WeightAverage
 from ecgtool.metrics import auroc, per_label_topk
 from ecgtool.output_lock import writes_output
 from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig, input_filters
@@ -63,6 +65,10 @@ BUNDLE = "bundle"
 # What --select-by may name: the epoch kept as best.pt (and exported) is the one that minimises
 # val_loss, or maximises one of the others.
 SELECTION_FIGURES = ("val_loss", "val_macro_auroc", "val_top1", "val_top5")
+# contrastive: report InfoNCE (+ the label loss with --label-loss-weight); supervised: the honest
+# reference, binary cross-entropy of a linear finding head on the same encoder, no text at all.
+OBJECTIVES = ("contrastive", "supervised")
+SCHEDULES = ("linear", "cosine", "constant")
 HIGHER_IS_BETTER = ("val_macro_auroc", "val_top1", "val_top5")
 COMPILE_MODES = ("auto", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
@@ -105,6 +111,9 @@ class TrainConfig:
     compile_mode: str = "auto"
     compile_backend: str = "inductor"
     log_every_steps: int = 0
+    objective: str = "contrastive"
+    label_loss_weight: float = 0.0
+    ema_decay: float = 0.0
 
     def resolved_device(self) -> torch.device:
         from ecgtool.devices import resolve_device
@@ -226,18 +235,29 @@ def train(
         raise TrainError(f"select-by must be one of {', '.join(SELECTION_FIGURES)}, got {config.select_by!r}")
     if not 0.0 <= config.label_prompt_prob <= 1.0:
         raise TrainError(f"label prompt probability must be between 0 and 1, got {config.label_prompt_prob}")
+    if config.objective not in OBJECTIVES:
+        raise TrainError(f"objective must be one of {', '.join(OBJECTIVES)}, got {config.objective!r}")
+    if config.label_loss_weight < 0:
+        raise TrainError(f"label loss weight must be 0 or more, got {config.label_loss_weight}")
+    if not 0.0 <= config.ema_decay < 1.0:
+        raise TrainError(f"EMA decay must be in [0, 1), got {config.ema_decay}")
+    prompts = label_prompts(registry, cache, training_languages(config.lang)) if config.label_loss_weight else None
+    label_targets = prompts.targets(train_data.findings) if prompts is not None else None
 
     _seed_everything(config.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every step has the same shape: pick the fastest convolutions once
     model_config = ModelConfig(text_dim=int(cache.vectors.shape[1]), embed_dim=config.embed_dim,
-                               input_lowpass_hz=config.input_lowpass_hz, input_decimation=config.input_decimation)
+                               input_lowpass_hz=config.input_lowpass_hz, input_decimation=config.input_decimation,
+                               finding_head=len(registry.findings) if config.objective == "supervised" else 0)
     try:
         model = EcgTextModel(model_config).to(device)
     except ValueError as error:
         raise TrainError(f"input band-limit: {error}") from None
     if context.is_distributed:
         model = convert_batchnorm_for_ranks(model, device).to(device)
+    _freeze_unused(model, config)
+    average = WeightAverage(model, config.ema_decay) if config.ema_decay else None
     optimizer = _optimizer(model, config, device)
     steps_per_epoch = len(train_data) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
@@ -251,7 +271,7 @@ def train(
             on_note(f"{checkpoint_dir / LAST}: no checkpoint to resume from yet; starting a new run")
         resume = False
     if resume:
-        state = _restore(checkpoint_dir / LAST, model, optimizer, scheduler, metadata, device)
+        state = _restore(checkpoint_dir / LAST, model, optimizer, scheduler, metadata, device, average)
     elif (checkpoint_dir / LAST).exists():
         raise TrainError(f"{out_dir}: holds a run already; pass --resume to continue it or choose another --out")
     if context.is_main:
@@ -261,6 +281,7 @@ def train(
     augment = SignalAugment() if config.augment else None
     autocast_dtype = config.autocast_dtype(device)
     forward_loss = _forward_loss(trained, loss_fn, context, config, device, autocast_dtype)
+    label_vectors = train_data.text_vectors[prompts.rows.to(train_data.text_vectors.device)].to(device) if prompts is not None else None
     losses = _StepLosses(config.resolved_log_every(device), device)
     # Text choice and record names are drawn on the CPU: host copies of the small index tensors
     # keep the per-step reads of them off the GPU.
@@ -311,9 +332,14 @@ def train(
                 signals = augment_signals(signals, augment, step_generator(config.seed, state.epoch, step, 2),
                                           SAMPLING_RATE, global_batch=len(global_batch), offset=mine.start)
             record_findings = train_data.findings[local]
+            targets = None
+            if label_targets is not None:
+                targets = tuple(t[global_batch[mine]].to(device, non_blocking=True) for t in label_targets)
             loss = _train_step(trained, forward_loss, optimizer, scheduler, signals,
                                train_data.text_vectors[text_rows], text_rows, config, device,
-                               record_findings, text_findings)
+                               record_findings, text_findings, label_vectors, targets)
+            if average is not None:
+                average.update(model, state.global_step)
             losses.add(loss)
             state.step_in_epoch += 1
             state.global_step += 1
@@ -323,9 +349,9 @@ def train(
             if losses.full() or checkpoint_now or stop_now:
                 read_losses(epoch_losses, order)  # before any save: a non-finite step is never saved
             if checkpoint_now:
-                _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
+                _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context, average)
             if stop_now:
-                _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
+                _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context, average)
                 return TrainResult(out_dir, state, checkpoint_dir / LAST, _existing(checkpoint_dir / BEST))
         read_losses(epoch_losses, order)
         record = {
@@ -337,7 +363,8 @@ def train(
             "epoch_seconds": time.perf_counter() - epoch_started,
         }
         if val_data is not None:
-            record.update(evaluate(model, val_data, label_rows, config, device, autocast_dtype))
+            validated = average.model if average is not None else model
+            record.update(evaluate(validated, val_data, label_rows, config, device, autocast_dtype))
         state.epoch += 1
         state.step_in_epoch = 0
         state.history.append(record)
@@ -353,10 +380,10 @@ def train(
         improved = val_data is not None and figure < state.best_val_loss
         if improved:
             state.best_val_loss = figure
-        _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context)
+        _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context, average)
         if improved or val_data is None:
-            _save(checkpoint_dir / BEST, model, optimizer, scheduler, state, metadata, context)
-    if context.is_main:
+            _save(checkpoint_dir / BEST, model, optimizer, scheduler, state, metadata, context, average)
+    if context.is_main and config.objective == "contrastive":
         from ecgtool.bundle import export_bundle
 
         export_bundle(_existing(checkpoint_dir / BEST) or checkpoint_dir / LAST, text_cache_dir, out_dir / BUNDLE, registry)
@@ -398,8 +425,11 @@ def _batch_signals(data: SplitData, batches: list[torch.Tensor], host_batches: l
 
 def _forward_loss(trained, loss_fn: ClipLoss, context: DistributedContext, config: TrainConfig,
                   device: torch.device, autocast_dtype):
-    """``forward_loss(signals, text_vectors, text_rows, record_findings, text_findings)``: the
-    step's forward pass and loss, compiled when ``config.compiles(device)``.
+    """``forward_loss(signals, text_vectors, text_rows, record_findings, text_findings,
+    label_vectors, label_targets, label_mask)``: the step's forward pass and loss, compiled when
+    ``config.compiles(device)``. The loss is the objective's: report InfoNCE plus
+    ``label_loss_weight`` times the label loss (``label_vectors`` not None), or the supervised
+    baseline's finding cross-entropy.
 
     One process compiles forward and loss as one graph. Under DDP only the DDP module is compiled
     (its optimizer splits the graph at the gradient buckets) and the loss, whose feature gather is
@@ -407,10 +437,19 @@ def _forward_loss(trained, loss_fn: ClipLoss, context: DistributedContext, confi
     """
     model_call = trained
 
-    def forward_loss(signals, text_vectors, text_rows, record_findings, text_findings):
+    supervised = config.objective == "supervised"
+
+    def forward_loss(signals, text_vectors, text_rows, record_findings, text_findings,
+                     label_vectors=None, label_targets=None, label_mask=None):
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            ecg, text, scale = model_call(signals, text_vectors)
-            return loss_fn(ecg, text, scale, context, text_rows, record_findings, text_findings)
+            if supervised:
+                return finding_bce_loss(model_call(signals, None).finding_logits, record_findings)
+            out = model_call(signals, text_vectors, label_vectors)
+            loss = loss_fn(out.ecg, out.text, out.logit_scale, context, text_rows, record_findings, text_findings)
+            if label_vectors is not None:
+                loss = loss + config.label_loss_weight * label_sigmoid_loss(
+                    out.ecg, out.labels, out.label_logit_scale, out.label_logit_bias, label_targets, label_mask)
+            return loss
 
     if not config.compiles(device):
         return forward_loss
@@ -467,10 +506,12 @@ class _StepLosses:
 
 def _train_step(trained, forward_loss, optimizer, scheduler, signals: torch.Tensor, text_vectors: torch.Tensor,
                 text_rows: torch.Tensor, config: TrainConfig, device: torch.device,
-                record_findings: torch.Tensor, text_findings: torch.Tensor) -> torch.Tensor:
+                record_findings: torch.Tensor, text_findings: torch.Tensor,
+                label_vectors: torch.Tensor | None = None, label_targets: tuple | None = None) -> torch.Tensor:
     """One optimizer step; returns the loss as a device tensor (reading it would wait for the GPU)."""
     loss = forward_loss(signals, text_vectors.to(device, non_blocking=True), text_rows.to(device, non_blocking=True),
-                        record_findings.to(device, non_blocking=True), text_findings)
+                        record_findings.to(device, non_blocking=True), text_findings,
+                        label_vectors, *(label_targets or (None, None)))
     loss.backward()
     if config.max_grad_norm:
         torch.nn.utils.clip_grad_norm_(trained.parameters(), config.max_grad_norm)
@@ -480,7 +521,21 @@ def _train_step(trained, forward_loss, optimizer, scheduler, signals: torch.Tens
     model = trained.module if isinstance(trained, DistributedDataParallel) else trained
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
+        model.label_logit_scale.clamp_(0, math.log(MAX_LOGIT_SCALE))
     return loss
+
+
+def _freeze_unused(model: EcgTextModel, config: TrainConfig) -> None:
+    """Parameters the objective never uses get no gradient and no optimizer state (DDP would
+    wait for their gradients): the label sigmoid without the label loss; every text-side
+    parameter for the supervised baseline."""
+    unused = []
+    if not config.label_loss_weight or config.objective == "supervised":
+        unused += [model.label_logit_scale, model.label_logit_bias]
+    if config.objective == "supervised":
+        unused += [model.logit_scale, *model.text_projection.parameters(), *model.ecg_projection.parameters()]
+    for parameter in unused:
+        parameter.requires_grad_(False)
 
 
 @torch.no_grad()
@@ -494,7 +549,7 @@ def evaluate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, con
     langs = data.langs
     label_rows = label_rows.reshape(len(langs), -1)  # one row of 98 label-prompt rows per language
     losses = {lang: [] for lang in langs}
-    weights, embeddings = [], []
+    weights, embeddings, head_logits = [], [], []
     loss_fn = ClipLoss()
     reader = StreamedSignals(data.locations) if data.streamed else None
     for start in range(0, len(data), config.batch_size):
@@ -503,7 +558,12 @@ def evaluate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, con
         signals = samples.to(device, torch.float32)
         rows = data.text_index[index.to(data.text_index.device)]
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            ecg = model.encode_ecg(signals)
+            if model.finding_head is not None:
+                out = model(signals, None)
+                ecg = out.ecg
+                head_logits.append(out.finding_logits.float())
+            else:
+                ecg = model.encode_ecg(signals)
             if len(index) > 1:
                 for j, lang in enumerate(langs):
                     text = model.encode_text(data.text_vectors[rows[:, j]].to(device))
@@ -514,9 +574,13 @@ def evaluate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, con
     losses = {lang: torch.stack(values).tolist() if values else [] for lang, values in losses.items()}
     truth = data.findings.cpu().numpy().astype(bool)
     record: dict = {}
+    head_scores = torch.cat(head_logits).cpu().numpy() if head_logits else None
     for j, lang in enumerate(langs):
-        labels = model.encode_text(data.text_vectors[label_rows[j].to(data.text_vectors.device)].to(device)).float()
-        similarity = (ecg @ labels.T).cpu().numpy()
+        if head_scores is not None:  # the supervised baseline: its head's logits, whatever the language
+            similarity = head_scores
+        else:
+            labels = model.encode_text(data.text_vectors[label_rows[j].to(data.text_vectors.device)].to(device)).float()
+            similarity = (ecg @ labels.T).cpu().numpy()
         topk = per_label_topk(similarity, truth)
         aurocs = [auroc(similarity[:, k], truth[:, k]) for k in range(truth.shape[1]) if truth[:, k].sum() >= 10]
         record.update({
@@ -562,7 +626,8 @@ def _optimizer(model: EcgTextModel, config: TrainConfig, device: torch.device) -
     # As the Hugging Face Trainer does: no weight decay on biases and normalisation weights.
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
-        (no_decay if parameter.ndim < 2 else decay).append(parameter)
+        if parameter.requires_grad:
+            (no_decay if parameter.ndim < 2 else decay).append(parameter)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
         lr=config.lr,
@@ -585,15 +650,18 @@ def _match_optimizer_implementation(optimizer: torch.optim.Optimizer, fused: boo
 
 
 def _schedule(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
-    if config.schedule not in ("linear", "constant"):
-        raise TrainError(f"schedule must be linear or constant, got {config.schedule!r}")
+    if config.schedule not in SCHEDULES:
+        raise TrainError(f"schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}")
 
     def factor(step: int) -> float:
         if step < config.warmup_steps:
             return (step + 1) / config.warmup_steps
         if config.schedule == "constant":
             return 1.0
-        return max(0.0, (total_steps - step) / max(1, total_steps - config.warmup_steps))
+        remaining = max(0.0, (total_steps - step) / max(1, total_steps - config.warmup_steps))
+        if config.schedule == "cosine":
+            return 0.5 * (1.0 - math.cos(math.pi * remaining))
+        return remaining
 
     return factor
 
@@ -630,7 +698,7 @@ def _metadata(config: TrainConfig, model_config: ModelConfig, store: Store, cach
 
 
 def _save(path: Path, model: EcgTextModel, optimizer, scheduler, state: TrainState, metadata: dict,
-          context: DistributedContext) -> None:
+          context: DistributedContext, average: WeightAverage | None = None) -> None:
     """Atomic checkpoint (rank 0 writes; the others wait so that nobody reads a half file)."""
     if context.is_main:
         payload = {
@@ -646,6 +714,8 @@ def _save(path: Path, model: EcgTextModel, optimizer, scheduler, state: TrainSta
             },
             "metadata": metadata,
         }
+        if average is not None:
+            payload["ema"] = average.state_dict()
         tmp = path.with_name(path.name + ".tmp")
         torch.save(payload, tmp)
         os.replace(tmp, path)
@@ -653,13 +723,16 @@ def _save(path: Path, model: EcgTextModel, optimizer, scheduler, state: TrainSta
         torch.distributed.barrier()
 
 
-def _restore(path: Path, model: EcgTextModel, optimizer, scheduler, metadata: dict, device: torch.device) -> TrainState:
+def _restore(path: Path, model: EcgTextModel, optimizer, scheduler, metadata: dict, device: torch.device,
+             average: WeightAverage | None = None) -> TrainState:
     payload = load_checkpoint(path, map_location=device)
     saved = payload["metadata"]
     for key in ("recipe", "model", "registry", "text_cache_fingerprint"):
         if saved.get(key) != metadata.get(key):
             raise TrainError(f"{path}: was trained with another {key.replace('_', ' ')}; resume with the same settings")
     model.load_state_dict(_matching_state(payload["model"], model))
+    if average is not None:
+        average.load_state_dict(_matching_state(payload["ema"], average.model))
     optimizer.load_state_dict(payload["optimizer"])
     _match_optimizer_implementation(optimizer, optimizer.defaults.get("fused"))
     scheduler.load_state_dict(payload["scheduler"])

@@ -195,3 +195,47 @@ def test_mismatched_inputs_fail_before_training(store_and_cache, tmp_path):
             train(store_dir, cache_dir, tmp_path / "run2", _config())
         finally:
             del os.environ["WORLD_SIZE"]
+
+
+@pytest.mark.device
+def test_resume_is_exact_with_the_label_loss_weight_average_and_cosine_schedule(store_and_cache, tmp_path, device):
+    store_dir, cache_dir = store_and_cache
+    config = _config(lang="both", label_prompt_prob=0.5, mask_implied_texts=True, label_loss_weight=1.0,
+                     ema_decay=0.9, schedule="cosine", warmup_steps=2, select_by="val_macro_auroc", device=device)
+    straight = train(store_dir, cache_dir, tmp_path / "straight", config)
+    first = train(store_dir, cache_dir, tmp_path / "resumed", config, stop_after_steps=3)
+    assert first.state.step_in_epoch == 3
+    resumed = train(store_dir, cache_dir, tmp_path / "resumed", config, resume=True)
+    atol = _resume_atol(device)
+    straight_payload = torch.load(straight.last_checkpoint, weights_only=False)
+    resumed_payload = torch.load(resumed.last_checkpoint, weights_only=False)
+    _assert_same_weights(straight_payload["model"], resumed_payload["model"], atol)
+    _assert_same_weights(straight_payload["ema"], resumed_payload["ema"], atol)
+    # the label sigmoid is trained (it moved from its initial values), the average lags the weights
+    model = straight_payload["model"]
+    assert model["label_logit_bias"].item() != -4.0
+    assert any(not torch.equal(model[k], straight_payload["ema"][k]) for k in model if model[k].is_floating_point())
+    # the bundle holds the averaged weights, as validated
+    from safetensors.torch import load_file
+    exported = load_file(str(tmp_path / "straight" / "bundle" / "model.safetensors"))
+    best = torch.load(tmp_path / "straight" / "checkpoints" / "best.pt", weights_only=False)["ema"]
+    key = "ecg_projection.weight"
+    torch.testing.assert_close(exported[key].float(), best[key].half().float())
+
+
+def test_supervised_baseline_trains_its_head_and_is_not_exported_as_a_bundle(store_and_cache, tmp_path):
+    store_dir, cache_dir = store_and_cache
+    config = _config(objective="supervised", epochs=4, batch_size=8, max_records=24, schedule="constant")
+    result = train(store_dir, cache_dir, tmp_path / "supervised", config)
+    losses = [epoch["train_loss"] for epoch in result.state.history]
+    assert losses[-1] < 0.7 * losses[0], losses
+    payload = torch.load(result.last_checkpoint, weights_only=False)
+    assert payload["model"]["finding_head.weight"].shape == (98, 512)
+    # no text side is trained: the text projection keeps its initial weights
+    torch.manual_seed(0)
+    assert not (tmp_path / "supervised" / "bundle").exists()
+    from ecgtool.bundle import BundleError, export_bundle
+    with pytest.raises(BundleError, match="supervised baseline"):
+        export_bundle(result.last_checkpoint, cache_dir, tmp_path / "bundle")
+    with pytest.raises(TrainError, match="objective must be"):
+        train(store_dir, cache_dir, tmp_path / "other", _config(objective="regression"))
