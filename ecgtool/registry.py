@@ -31,6 +31,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ecgtool.exclusions import ExclusionRules, parse_exclusions
+
 __all__ = [
     "FINDING_COUNT",
     "LANGUAGES",
@@ -51,6 +53,9 @@ PLACEHOLDER = "{findings}"
 _ID_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 _SEMVER_PATTERN = re.compile(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 _TOP_LEVEL_KEYS = ("version", "templates", "supersets", "findings", "vocabularies")
+# Optional sections that are reading rules, not label definitions: left out of the content hash,
+# so that adding or changing one does not orphan stores, text caches and models.
+_READING_RULE_KEYS = ("exclusions",)
 _FINDING_KEYS = ("id", "en", "ja", "synonyms", "supersets")
 
 # NFKC leaves these alone, yet reports use them interchangeably with ' and -.
@@ -202,6 +207,8 @@ class Registry:
         Language -> prompt template.
     vocabularies : Mapping[str, Vocabulary]
         Vocabulary id -> code mappings.
+    exclusions : ExclusionRules
+        Which findings are never called together (``ecgtool.exclusions``).
     """
 
     version: str
@@ -212,6 +219,7 @@ class Registry:
     superset_names: Mapping[str, SupersetClass] = field(hash=False, repr=False)
     templates: Mapping[str, PromptTemplate] = field(hash=False, repr=False)
     vocabularies: Mapping[str, Vocabulary] = field(hash=False, repr=False)
+    exclusions: ExclusionRules = field(hash=False, repr=False, compare=False)
     _index_by_id: Mapping[str, int] = field(hash=False, repr=False, compare=False)
     _index_by_term: Mapping[str, int] = field(hash=False, repr=False, compare=False)
     _terms: tuple[_Term, ...] = field(hash=False, repr=False, compare=False)
@@ -496,7 +504,7 @@ def _parse_registry(text: str, path: Path) -> Registry:
     data, source = _read_yaml(text, path)
     if not isinstance(data, dict):
         raise source.error((), "the registry must be a YAML mapping")
-    _check_keys(data, (), source, required=_TOP_LEVEL_KEYS, allowed=_TOP_LEVEL_KEYS)
+    _check_keys(data, (), source, required=_TOP_LEVEL_KEYS, allowed=_TOP_LEVEL_KEYS + _READING_RULE_KEYS)
     version = _check_version(data, source)
     templates = _parse_templates(data["templates"], source)
     supersets, superset_names = _parse_supersets(data["supersets"], source)
@@ -504,15 +512,18 @@ def _parse_registry(text: str, path: Path) -> Registry:
     index_by_term = _index_terms(findings, source)
     index_by_id = {finding.id: finding.index for finding in findings}
     vocabularies = _parse_vocabularies(data["vocabularies"], index_by_id, source)
+    exclusions = parse_exclusions(data.get("exclusions", []), index_by_id,
+                                  lambda keys, problem: source.error(keys, problem))
     return Registry(
         version=version,
-        hash=_content_hash(data),
+        hash=_content_hash({key: value for key, value in data.items() if key not in _READING_RULE_KEYS}),
         path=path,
         findings=findings,
         supersets=MappingProxyType(supersets),
         superset_names=MappingProxyType(superset_names),
         templates=MappingProxyType(templates),
         vocabularies=MappingProxyType(vocabularies),
+        exclusions=exclusions,
         _index_by_id=MappingProxyType(index_by_id),
         _index_by_term=MappingProxyType(index_by_term),
         _terms=_extraction_terms(findings),
