@@ -97,7 +97,7 @@ def read_header_comments(path: str | Path) -> tuple[str, ...]:
         raise RecordError(Path(path), f"cannot read header: {error.strerror or error}") from None
     if b"#" not in data:  # most headers (PTB-XL's) have none: no decoding, no line splitting
         return ()
-    text = data.decode("latin-1")
+    text = decode_header(data)
     return tuple(line.strip()[1:].strip() for line in text.splitlines() if line.lstrip().startswith("#"))
 
 
@@ -111,10 +111,19 @@ def read_header(path: str | Path) -> WfdbHeader:
     """
     path = Path(path)
     try:
-        text = path.read_text(encoding="latin-1")
+        data = path.read_bytes()
     except OSError as error:
         raise RecordError(path, f"cannot read header: {error.strerror or error}") from None
-    return parse_header(text, path)
+    return parse_header(decode_header(data), path)
+
+
+def decode_header(data: bytes) -> str:
+    """A header's text: UTF-8 when it is valid UTF-8 (Japanese hospitals name signal files in
+    Japanese, 記録02.dat), else Latin-1, which decodes any byte (older headers' comments)."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
 
 
 def parse_header(text: str, path: str | Path) -> WfdbHeader:
@@ -132,7 +141,7 @@ def parse_header(text: str, path: str | Path) -> WfdbHeader:
             comments.append(line[1:].strip())
             continue
         # A '#' after the fields starts a comment too.
-        lines.append(line.split("#", 1)[0].strip())
+        lines.append(_protect_spaces(line.split("#", 1)[0].strip(), path))
     if not lines:
         raise RecordError(path, "header has no record line")
     name, n_signals, sampling_rate, n_samples, n_segments = _parse_record_line(lines[0], path)
@@ -156,11 +165,31 @@ def parse_header(text: str, path: str | Path) -> WfdbHeader:
     )
 
 
+# Stands for a space inside a record or file name while a line is split into fields.
+_SPACE = "\x00"
+
+
+def _protect_spaces(line: str, path: Path) -> str:
+    """A record named after its file, with spaces in the name (``12 lead ecg.hea``): WFDB
+    forbids them, but exports carry them. A line that starts with the file's stem keeps the name
+    (and the ``.dat`` / ``.mat`` / ``/segments`` that follow it) as one field."""
+    stem = path.stem
+    if " " not in stem or not line.startswith(stem):
+        return line
+    rest = line[len(stem):]
+    tail = "" if not rest or rest[0].isspace() else rest.split(None, 1)[0]
+    return (stem + tail).replace(" ", _SPACE) + rest[len(tail):]
+
+
+def _field(text: str) -> str:
+    return text.replace(_SPACE, " ")
+
+
 def _parse_record_line(line: str, path: Path) -> tuple[str, int, float, int | None, int | None]:
     fields = line.split()
     if len(fields) < 2:
         raise RecordError(path, f"malformed record line {line!r}")
-    name_field = fields[0]
+    name_field = _field(fields[0])
     n_segments = None
     if "/" in name_field:
         name_field, segments = name_field.split("/", 1)
@@ -210,8 +239,12 @@ def _parse_signal_line(line: str, path: Path) -> SignalSpec:
         numbers = [_to_int(text, what, path) for text, what in zip(fields[3:8], _NUMERIC_FIELDS)]
     numbers += [None] * (5 - len(numbers))
     adc_resolution, adc_zero, initial_value, checksum, _block_size = numbers
+    if gain <= 0:
+        raise RecordError(path, f"ADC gain {fields[2]!r}: " + (
+            "0 means the signal is uncalibrated (WFDB): its samples have no known unit, so it is refused"
+            if gain == 0 else "a negative gain is impossible"))
     return SignalSpec(
-        file_name=fields[0],
+        file_name=_field(fields[0]),
         fmt=fmt,
         samples_per_frame=samples_per_frame,
         skew=skew,
@@ -235,7 +268,9 @@ def _gain_field(text: str) -> tuple[float, int | None, str] | None:
     if not gain_match:
         return None
     baseline = int(gain_match["baseline"]) if gain_match["baseline"] is not None else None
-    return float(gain_match["gain"]) or _DEFAULT_GAIN, baseline, gain_match["units"] or "mV"
+    # Gain 0 ("uncalibrated" in WFDB) is kept as 0 here and refused by the caller, never replaced
+    # by the default: an uncalibrated signal read at 200/mV reads a normal ECG as LVH.
+    return float(gain_match["gain"]), baseline, gain_match["units"] or "mV"
 
 
 def _to_int(text: str, what: str, path: Path) -> int:
