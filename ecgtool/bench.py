@@ -39,6 +39,7 @@ from ecgtool.bench_calibration import LOWER_IS_BETTER_PREFIX, calibration_figure
 from ecgtool.bench_calibration import headline as calibration_headline
 from ecgtool.bundle import Bundle, bundle_scores
 from ecgtool.errors import EcgToolError
+from ecgtool.files import json_safe
 from ecgtool.evaluate import embed_split
 from ecgtool.metrics import macro_auroc, per_label_topk, superset_accuracy, top1_confusions
 from ecgtool.registry import Registry
@@ -98,7 +99,7 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
         # The same records scored as fitted on say nothing about held-out calibration: flag it.
         result["calibration"]["in_sample"] = fitted.get("split") == split and fitted.get("store") == store.directory.name
     result["headline"] = headline_figures(result)
-    return _none_for_nan(result)
+    return json_safe(result)
 
 
 def _model_name(bundle: Bundle) -> str:
@@ -109,17 +110,6 @@ def _model_name(bundle: Bundle) -> str:
     if Path(bundle.directory).resolve() == Path(DEFAULT_BUNDLE).resolve():
         return "ecgtool/models/default (shipped)"
     return str(bundle.directory)
-
-
-def _none_for_nan(value):
-    """Undefined figures (no pair, one class only) become ``None``: JSON has no NaN."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {key: _none_for_nan(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_none_for_nan(item) for item in value]
-    return value
 
 
 def _check_inputs(bundle: Bundle, store: Store, registry: Registry, split: str, languages) -> None:

@@ -16,7 +16,6 @@ A bundle is one directory::
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,11 +27,11 @@ from safetensors.torch import load_file, save_file
 from ecgtool import __version__
 from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.errors import EcgToolError
+from ecgtool.files import file_sha256, write_json_atomic, written_whole
 from ecgtool.output_lock import writes_output
 from ecgtool.model import EcgTextModel, ModelConfig, ResNet1d
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import CANONICAL_FORM_VERSION
-from ecgtool.store import file_sha256, write_json_atomic
 from ecgtool.training_data import TextCache, load_text_cache
 
 if TYPE_CHECKING:
@@ -136,9 +135,8 @@ def _project(model: EcgTextModel, cache: TextCache, rows: list[int]) -> torch.Te
 
 
 def _save_safetensors(tensors: dict, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, str(tmp))
-    os.replace(tmp, path)
+    with written_whole(path) as tmp:
+        save_file(tensors, str(tmp))
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,7 +31,8 @@ from ecgtool.calibration import (
 )
 from ecgtool.errors import EcgToolError
 from ecgtool.output_lock import writes_output
-from ecgtool.store import Store, write_json_atomic
+from ecgtool.files import json_safe, write_bytes_atomic, write_json_atomic
+from ecgtool.store import Store
 
 BUNDLE_JSON = "bundle.json"
 NEVER_CALIBRATE_ON = ("test",)
@@ -146,15 +146,11 @@ def calibrate_if_possible(bundle_dir: Path, store: Store, device: torch.device =
 def write_calibration(bundle_dir: Path, entry: dict, languages: dict[str, list[FindingCalibration]]) -> None:
     """Write the calibration file, point ``bundle.json`` at it in one rename, drop the old file."""
     payload = {"format": "ecgtool-calibration", **entry,
-               "languages": {lang: [_json_safe(c.as_dict()) for c in cals] for lang, cals in languages.items()}}
+               "languages": {lang: [json_safe(c.as_dict()) for c in cals] for lang, cals in languages.items()}}
     data = json.dumps(payload, ensure_ascii=False, indent=1, allow_nan=False).encode("utf-8")
     sha = hashlib.sha256(data).hexdigest()
     name = f"calibration-{sha[:12]}.json"
-    tmp = bundle_dir / (name + ".tmp")
-    tmp.write_bytes(data)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, bundle_dir / name)
+    write_bytes_atomic(bundle_dir / name, data, fsync=True)
     description = json.loads((bundle_dir / BUNDLE_JSON).read_text(encoding="utf-8"))
     previous = (description.get("calibration") or {}).get("file")
     description["calibration"] = {"file": name, "sha256": sha, **{k: v for k, v in entry.items()}}
@@ -189,16 +185,6 @@ def load_calibration(bundle_dir: Path, description: dict) -> BundleCalibration |
         except (KeyError, TypeError, ValueError) as error:
             raise CalibrationError(f"{path}: malformed calibration ({error})") from None
     return BundleCalibration(languages, {k: v for k, v in entry.items() if k not in ("file", "sha256")})
-
-
-def _json_safe(value):
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def _nan_for_none(row: dict) -> dict:

@@ -555,7 +555,8 @@ def bench(
     from ecgtool.bench_report import plot_per_label, print_terminal, to_markdown
     from ecgtool.predict import resolve_bundle
     from ecgtool.registry import load_registry
-    from ecgtool.store import Store, write_json_atomic, write_text_atomic
+    from ecgtool.files import write_json_atomic, write_text_atomic
+    from ecgtool.store import Store
 
     languages = ("ja", "en") if lang == "both" else (lang,)
     registry = load_registry()

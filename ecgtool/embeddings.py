@@ -16,7 +16,6 @@ writes it (``ecgtool.output_lock``).
 from __future__ import annotations
 
 import hashlib
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -31,6 +30,7 @@ import torch
 from ecgtool import __version__
 from ecgtool.bundle import Bundle, weight_checksums
 from ecgtool.errors import EcgToolError
+from ecgtool.files import move_into_place, temporary_path
 from ecgtool.output_lock import exclusive_output
 from ecgtool.store import Store, read_shard
 
@@ -122,7 +122,7 @@ class EmbeddingWriter:
 
     def __init__(self, path: str | Path, bundle: Bundle, commit_every_s: float = 60.0):
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.tmp = temporary_path(self.path)
         self.fingerprint = bundle_fingerprint(bundle)
         self.embed_dim = int(bundle.description["model"]["embed_dim"])
         self.registry_hash = bundle.description["registry"]["hash"]
@@ -220,9 +220,7 @@ class EmbeddingWriter:
             return
         self._file.close()
         self._file = None
-        with open(self.tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self.tmp, self.path)
+        move_into_place(self.tmp, self.path, fsync=True)
         self._last_commit = time.monotonic()
         if reopen:
             self._open_tmp()

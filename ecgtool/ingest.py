@@ -33,6 +33,7 @@ import numpy as np
 from ecgtool import __version__
 from ecgtool.annotations import Annotation, load_annotations
 from ecgtool.errors import EcgToolError, RecordError
+from ecgtool.files import file_sha256, write_json_atomic
 from ecgtool.io import WFDB, RecordFormat, format_of, read_record
 from ecgtool.io.discover import Found, MissingInput, find_records
 from ecgtool.io.wfdb_header import label_codes_from_comments, read_header, read_header_comments
@@ -46,13 +47,11 @@ from ecgtool.store import (
     STORE_FORMAT_VERSION,
     STORED_DTYPE_RELATIVE_ERROR,
     ShardContent,
-    file_sha256,
     record_ids_digest,
     ShardWriter,
     read_shard_attributes,
     read_shard_summary,
     to_stored_dtype,
-    write_json_atomic,
 )
 
 

@@ -33,7 +33,8 @@ from ecgtool.bundle import Bundle
 from ecgtool.embeddings import default_embeddings_path, read_embeddings
 from ecgtool.errors import EcgToolError
 from ecgtool.registry import Registry
-from ecgtool.store import Store, read_shard, write_text_atomic
+from ecgtool.files import write_text_atomic
+from ecgtool.store import Store, read_shard
 
 CHUNK_ROWS = 65536
 # Up to this many query vectors, CPU search runs one float16 matrix-vector product per query

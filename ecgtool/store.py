@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ import h5py
 import numpy as np
 
 from ecgtool.errors import EcgToolError
+from ecgtool.files import file_sha256, move_into_place, temporary_path
 
 MANIFEST = "manifest.json"
 CONFIG = "ingest-config.json"
@@ -80,18 +80,6 @@ def to_stored_dtype(signal: np.ndarray, dtype: str) -> np.ndarray:
     return np.asarray(signal, dtype=np.float32).astype(dtype, copy=False)
 
 
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write ``payload`` as UTF-8 JSON through a temporary file and a rename."""
-    write_text_atomic(path, json.dumps(payload, ensure_ascii=False, indent=2) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write UTF-8 ``text`` through a temporary file and a rename: never a half-written file."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
-
 class ShardWriter:
     """Write one shard in appended blocks; ``close`` makes it visible (fsync + rename), ``abort`` drops it.
 
@@ -100,7 +88,7 @@ class ShardWriter:
 
     def __init__(self, path: Path, n_findings: int, dtype: str = "float16", signal_shape: tuple[int, int] = (12, 5000)):
         self.path = path
-        self.tmp = path.with_name(path.name + ".tmp")
+        self.tmp = temporary_path(path)
         self.length = 0
         self._file = h5py.File(self.tmp, "w")
         self._file.create_dataset("signal", shape=(0, *signal_shape), maxshape=(None, *signal_shape), dtype=dtype, chunks=(1, *signal_shape))
@@ -126,9 +114,7 @@ class ShardWriter:
         for key, value in attributes.items():
             self._file.attrs[key] = json.dumps(value, ensure_ascii=False)
         self._file.close()
-        with open(self.tmp, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(self.tmp, self.path)
+        move_into_place(self.tmp, self.path, fsync=True)
 
     def abort(self) -> None:
         """Drop the temporary file, also when closing it fails (a full disk fails the flush too)."""
@@ -149,15 +135,6 @@ def write_shard(path: Path, content: ShardContent, attributes: dict, dtype: str 
         writer.abort()
         raise
     writer.close(attributes)
-
-
-def file_sha256(path: Path) -> str:
-    """SHA-256 of a file's bytes, read in 8 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(8 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def record_ids_digest(record_ids: list[str]) -> str:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ecgtool import __version__
 from ecgtool.errors import EcgToolError
+from ecgtool.files import write_json_atomic, write_text_atomic, written_whole
 from ecgtool.output_lock import writes_output
 
 __all__ = [
@@ -523,15 +524,10 @@ def _unique(prompts: Iterable[Prompt]) -> list[Prompt]:
 def _write_cache(cache_dir: Path, metadata: dict, prompts: list[Prompt], vectors: np.ndarray) -> None:
     from safetensors.numpy import save_file
 
-    from ecgtool.store import write_json_atomic
-
     cache_dir.mkdir(parents=True, exist_ok=True)
     # Vectors and prompts first, metadata last: a cache.json only exists beside rows it describes.
-    tmp = cache_dir / (VECTORS + ".tmp")
-    save_file({"vectors": np.ascontiguousarray(vectors)}, str(tmp))
-    os.replace(tmp, cache_dir / VECTORS)
-    tmp = cache_dir / (PROMPTS + ".tmp")
+    with written_whole(cache_dir / VECTORS) as tmp:
+        save_file({"vectors": np.ascontiguousarray(vectors)}, str(tmp))
     lines = (json.dumps({**asdict(p), "finding_ids": list(p.finding_ids)}, ensure_ascii=False) for p in prompts)
-    tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-    os.replace(tmp, cache_dir / PROMPTS)
+    write_text_atomic(cache_dir / PROMPTS, "".join(line + "\n" for line in lines))
     write_json_atomic(cache_dir / METADATA, metadata)

@@ -34,6 +34,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ecgtool import __version__
 from ecgtool.distributed import DistributedContext, context_from_environment, convert_batchnorm_for_ranks, init_distributed
 from ecgtool.errors import EcgToolError
+from ecgtool.files import written_whole
 from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.augment import SignalAugment, augment_signals, step_generator
 from ecgtool.label_targets import label_prompts
@@ -716,9 +717,8 @@ def _save(path: Path, model: EcgTextModel, optimizer, scheduler, state: TrainSta
         }
         if average is not None:
             payload["ema"] = average.state_dict()
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
+        with written_whole(path) as tmp:
+            torch.save(payload, tmp)
     if context.is_distributed:
         torch.distributed.barrier()
 

@@ -129,7 +129,7 @@ def test_gate_fails_on_a_damaged_bundle_naming_the_figures(public_store, tmp_pat
             weights[name] = (value.astype(np.float32) + noise).astype(value.dtype)
     save_file(weights, damaged / "model.safetensors")
     # A worse model, not a corrupted file: its bundle.json records the new bytes' checksum.
-    from ecgtool.store import file_sha256
+    from ecgtool.files import file_sha256
 
     description = json.loads((damaged / "bundle.json").read_text())
     description["files"]["model.safetensors"]["sha256"] = file_sha256(damaged / "model.safetensors")

@@ -120,7 +120,7 @@ def _rewrite_manifest_checksums(store: Path) -> None:
     """As if an older or faulty ingest had written the shards as they are now."""
     import json
 
-    from ecgtool.store import file_sha256
+    from ecgtool.files import file_sha256
 
     manifest = json.loads((store / "manifest.json").read_text())
     for shard in manifest["shards"]:

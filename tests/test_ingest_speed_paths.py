@@ -23,7 +23,8 @@ from ecgtool.ingest import IngestOptions, ingest
 from ecgtool.io.discover import find_records
 from ecgtool.io.wfdb import read_wfdb
 from ecgtool.io.wfdb_header import parse_header, read_header_comments
-from ecgtool.store import Store, file_sha256, to_stored_dtype
+from ecgtool.files import file_sha256
+from ecgtool.store import Store, to_stored_dtype
 
 wfdb = pytest.importorskip("wfdb")
 

@@ -26,7 +26,8 @@ from ecgtool.registry import load_registry
 from ecgtool.retrieval_bench import retrieval_figures, retrieval_markdown
 from ecgtool.search import (Filters, SearchError, combine, finding_parts, like_file_parts, like_id_parts,
                             open_search_space, search, similarities, text_parts, top_rows)
-from ecgtool.store import Store, file_sha256, read_shard
+from ecgtool.files import file_sha256
+from ecgtool.store import Store, read_shard
 from ecgtool.train import TrainConfig, train
 from lm_fixtures import build_tiny_llama, small_labelled_store
 
