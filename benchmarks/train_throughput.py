@@ -35,7 +35,8 @@ from ecgtool.loss import ClipLoss
 from ecgtool.model import EcgTextModel, ModelConfig
 from ecgtool.store import Store
 from ecgtool.train import TrainConfig, train
-from ecgtool.training_data import load_split, load_text_cache
+from ecgtool.text_cache import load_text_cache
+from ecgtool.training_data import load_split
 
 LOOPS = ("ecgtool", "eager", "typical")
 

@@ -32,7 +32,7 @@ from ecgtool.output_lock import writes_output
 from ecgtool.model import EcgTextModel, ModelConfig, ResNet1d
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import CANONICAL_FORM_VERSION
-from ecgtool.training_data import TextCache, load_text_cache
+from ecgtool.text_cache import TextCache, load_text_cache
 
 if TYPE_CHECKING:
     from ecgtool.bundle_calibration import BundleCalibration

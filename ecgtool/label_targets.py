@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from ecgtool.registry import Registry
-from ecgtool.training_data import TextCache, TrainingDataError
+from ecgtool.text_cache import TextCache
+from ecgtool.training_data import TrainingDataError
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,4 @@
-"""Frozen language model → prompt vectors, and the on-disk cache of those vectors.
-
-A cache directory holds::
-
-    vectors.safetensors  one tensor ``vectors`` (n, hidden) float32, row i = prompts.jsonl line i
-    prompts.jsonl        one JSON object per row: text, kind, lang, finding_ids, key
-    cache.json           how the vectors were made: model, fingerprint, pooling, layer, dtype,
-                         registry version/hash/templates, hidden size, ecgtool version
+"""Frozen language model → prompt vectors, written into a text cache (``ecgtool.text_cache``).
 
 Rows are re-used by text while the model fingerprint, pooling, layer and registry hash match;
 a cache made otherwise is refused rather than mixed. See ``docs/embed-labels.md``.
@@ -27,25 +20,20 @@ import numpy as np
 
 from ecgtool import __version__
 from ecgtool.errors import EcgToolError
-from ecgtool.files import write_json_atomic, write_text_atomic, written_whole
 from ecgtool.output_lock import writes_output
+from ecgtool.text_cache import METADATA, Prompt, read_cache, write_cache
 
 __all__ = [
     "CacheResult",
-    "Prompt",
     "TextModelError",
     "collect_prompts",
     "embed_prompts",
     "embed_texts",
     "load_text_model",
     "model_fingerprint",
-    "read_cache",
 ]
 
 POOLINGS = ("mean", "last")
-VECTORS = "vectors.safetensors"
-PROMPTS = "prompts.jsonl"
-METADATA = "cache.json"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 _CONFIG = "config.json"
 _BLOCK = 1 << 20
@@ -57,31 +45,7 @@ ProgressCallback = Callable[[int, int], None]
 
 
 class TextModelError(EcgToolError):
-    """A language model or a vector cache that cannot be used; the message names the path."""
-
-
-@dataclass(frozen=True)
-class Prompt:
-    """One text to embed.
-
-    Attributes
-    ----------
-    text : str
-        The prompt as given to the language model.
-    kind : {"label", "superset", "report"}
-        A single-finding label prompt, a superset class prompt or a store record's prompt.
-    lang : {"ja", "en"}
-    finding_ids : tuple of str
-        The findings the prompt names (empty for superset prompts).
-    key : str
-        Finding id for labels, ``"<test>/<class>"`` for supersets, ``""`` for reports.
-    """
-
-    text: str
-    kind: str
-    lang: str
-    finding_ids: tuple[str, ...] = ()
-    key: str = ""
+    """A language model that cannot be used, or a cache made with another one; the message names the path."""
 
 
 @dataclass(frozen=True)
@@ -388,27 +352,6 @@ def _store_prompts(registry, store, langs: tuple[str, ...]) -> list[Prompt]:
 # --- cache ------------------------------------------------------------------------------
 
 
-def read_cache(cache_dir: str | Path) -> tuple[dict, list[Prompt], np.ndarray]:
-    """Read a vector cache: (metadata, prompts, vectors)."""
-    from safetensors.numpy import load_file
-
-    cache_dir = Path(cache_dir)
-    try:
-        metadata = json.loads((cache_dir / METADATA).read_text(encoding="utf-8"))
-        lines = (cache_dir / PROMPTS).read_text(encoding="utf-8").splitlines()
-        prompts = [_prompt_from_json(json.loads(line)) for line in lines if line]
-        vectors = load_file(cache_dir / VECTORS)["vectors"]
-    except (OSError, ValueError, KeyError) as error:
-        raise TextModelError(f"{cache_dir}: unreadable text cache ({error})") from None
-    if len(prompts) != len(vectors):
-        raise TextModelError(f"{cache_dir}: {PROMPTS} has {len(prompts)} rows but {VECTORS} {len(vectors)}")
-    return metadata, prompts, vectors
-
-
-def _prompt_from_json(row: dict) -> Prompt:
-    return Prompt(row["text"], row["kind"], row["lang"], tuple(row["finding_ids"]), row.get("key", ""))
-
-
 def _cache_metadata(model_path: Path, fingerprint: str, pooling: str, layer: int, dtype: str,
                     registry, hidden: int) -> dict:
     return {
@@ -513,21 +456,10 @@ def embed_prompts(
     all_prompts = old_prompts + added
     vectors = np.stack([by_text[p.text] for p in all_prompts]).astype(np.float32)
     metadata = _cache_metadata(model_path.resolve(), fingerprint, pooling, layer, dtype, registry, vectors.shape[1])
-    _write_cache(cache_dir, metadata, all_prompts, vectors)
+    write_cache(cache_dir, metadata, all_prompts, vectors)
     return CacheResult(cache_dir, len(all_prompts), cached, len(new_texts), time.perf_counter() - started)
 
 
 def _unique(prompts: Iterable[Prompt]) -> list[Prompt]:
     return list(dict.fromkeys(prompts))
 
-
-def _write_cache(cache_dir: Path, metadata: dict, prompts: list[Prompt], vectors: np.ndarray) -> None:
-    from safetensors.numpy import save_file
-
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    # Vectors and prompts first, metadata last: a cache.json only exists beside rows it describes.
-    with written_whole(cache_dir / VECTORS) as tmp:
-        save_file({"vectors": np.ascontiguousarray(vectors)}, str(tmp))
-    lines = (json.dumps({**asdict(p), "finding_ids": list(p.finding_ids)}, ensure_ascii=False) for p in prompts)
-    write_text_atomic(cache_dir / PROMPTS, "".join(line + "\n" for line in lines))
-    write_json_atomic(cache_dir / METADATA, metadata)

@@ -46,13 +46,12 @@ from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig, input_filt
 from ecgtool.registry import Registry, load_registry
 from ecgtool.signal import SAMPLING_RATE
 from ecgtool.store import Store
+from ecgtool.text_cache import TextCache, load_text_cache
 from ecgtool.training_data import (
     SplitData,
     StreamedSignals,
-    TextCache,
     check_compatible,
     load_split,
-    load_text_cache,
     split_fits_in_memory,
     training_languages,
 )

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from functools import cached_property
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -21,47 +19,11 @@ import torch
 from ecgtool.errors import EcgToolError
 from ecgtool.registry import Registry
 from ecgtool.store import Store, read_shard
-from ecgtool.text import METADATA, Prompt, read_cache
+from ecgtool.text_cache import TextCache
 
 
 class TrainingDataError(EcgToolError):
     """The store and the text cache cannot be used together."""
-
-
-@dataclass(frozen=True)
-class TextCache:
-    """Cached prompt vectors: ``vectors[i]`` embeds ``prompts[i]``."""
-
-    directory: Path
-    vectors: np.ndarray
-    prompts: list[Prompt]
-    metadata: dict
-
-    def row_of(self, text: str, lang: str) -> int | None:
-        return self._rows.get((lang, text))
-
-    def label_rows(self, registry: Registry, lang: str) -> list[int]:
-        """Rows of the 98 label prompts, in registry order."""
-        rows = []
-        for finding in registry.findings:
-            row = self.row_of(registry.prompt([finding.id], lang), lang)
-            if row is None:
-                raise TrainingDataError(f"{self.directory}: no vector for the {lang} label prompt of {finding.id}")
-            rows.append(row)
-        return rows
-
-    @cached_property
-    def _rows(self) -> dict:
-        return {(p.lang, p.text): i for i, p in enumerate(self.prompts)}
-
-
-def load_text_cache(directory: str | Path) -> TextCache:
-    """Read a cache written by ``ecgtool embed-labels``."""
-    directory = Path(directory)
-    if not (directory / METADATA).is_file():
-        raise TrainingDataError(f"{directory}: not a text cache (no {METADATA}; run `ecgtool embed-labels`)")
-    metadata, prompts, vectors = read_cache(directory)
-    return TextCache(directory, vectors.astype(np.float32, copy=False), prompts, metadata)
 
 
 @dataclass

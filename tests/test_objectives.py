@@ -13,9 +13,9 @@ import torch
 from ecgtool.label_targets import label_prompts
 from ecgtool.loss import finding_bce_loss, label_sigmoid_loss
 from ecgtool.registry import load_registry
-from ecgtool.text import Prompt
+from ecgtool.text_cache import Prompt, TextCache
 from ecgtool.train import TrainConfig, _schedule
-from ecgtool.training_data import TextCache, TrainingDataError
+from ecgtool.training_data import TrainingDataError
 from ecgtool.weight_average import WeightAverage
 
 

@@ -15,15 +15,14 @@ from ecgtool.ingest import IngestOptions, ingest
 from ecgtool.registry import load_registry
 from ecgtool.store import Store
 from ecgtool.text import (
-    Prompt,
     TextModelError,
     collect_prompts,
     embed_prompts,
     embed_texts,
     load_text_model,
     model_fingerprint,
-    read_cache,
 )
+from ecgtool.text_cache import Prompt, read_cache
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "ptb-xl"
 

@@ -24,7 +24,8 @@ from ecgtool.registry import load_registry
 from ecgtool.store import Store
 from ecgtool.text import collect_prompts, embed_prompts
 from ecgtool.train import TrainConfig, TrainError, evaluate, train
-from ecgtool.training_data import TrainingDataError, load_split, load_text_cache
+from ecgtool.text_cache import load_text_cache
+from ecgtool.training_data import TrainingDataError, load_split
 from lm_fixtures import build_tiny_llama
 
 
