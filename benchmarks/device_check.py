@@ -59,10 +59,9 @@ def weights_diff(a: Path, b: Path) -> dict:
 def store_scores(store: Path, model: Path | None, device: torch.device, batch_size: int, min_records: int, split: str) -> dict:
     """Store → scores: shards read into pinned memory, the fast encoder, cosine scores and
     probabilities against the 98 label prompts on the device, scores back on the host."""
-    from ecgtool.bundle import bundle_scores
-    from ecgtool.inference import FastEncoder, store_batches
-    from ecgtool.predict import resolve_bundle
-    from ecgtool.store import Store
+    from ecgtool.bundle import bundle_scores, resolve_bundle
+    from ecgtool.fast_encoder import FastEncoder
+    from ecgtool.store import Store, store_batches
 
     bundle = resolve_bundle(model)
     encoder = FastEncoder(bundle, device, batch_size)

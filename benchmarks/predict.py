@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from ecgtool.evaluate import embed_split
-from ecgtool.predict import predict_directory, predict_record, resolve_bundle
+from ecgtool.bundle import resolve_bundle
+from ecgtool.predict import predict_directory, predict_record
+from ecgtool.split_embeddings import embed_split
 from ecgtool.store import Store
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -14,8 +14,7 @@ import csv
 import ast
 from pathlib import Path
 
-from ecgtool.bundle import load_bundle
-from ecgtool.predict import DEFAULT_BUNDLE
+from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
 from ecgtool.rate_pairs import compare_copies, find_pairs
 from ecgtool.registry import load_registry
 

@@ -37,13 +37,13 @@ import torch
 
 from ecgtool.bench_calibration import LOWER_IS_BETTER_PREFIX, calibration_figures
 from ecgtool.bench_calibration import headline as calibration_headline
-from ecgtool.bundle import Bundle, bundle_scores
+from ecgtool.bundle import DEFAULT_BUNDLE, Bundle, bundle_scores, check_store_matches
 from ecgtool.errors import EcgToolError
 from ecgtool.files import json_safe
-from ecgtool.evaluate import embed_split
 from ecgtool.metrics import macro_auroc, per_label_topk, superset_accuracy, top1_confusions
 from ecgtool.registry import Registry
 from ecgtool.retrieval_bench import retrieval_figures
+from ecgtool.split_embeddings import embed_split
 from ecgtool.store import Store
 
 BENCH_FORMAT_VERSION = 1
@@ -64,8 +64,10 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
     Raises
     ------
     BenchError
-        The store and the bundle were built with different registries, the split is empty, or a
-        language has no prompt vectors in the bundle.
+        The bundle was built with another registry than this installation's, the split is empty,
+        or a language has no prompt vectors in the bundle.
+    BundleError
+        The store was built with another registry than the bundle.
     """
     _check_inputs(bundle, store, registry, split, languages)
     try:
@@ -102,22 +104,24 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
     return json_safe(result)
 
 
+def per_label_accuracy(bundle: Bundle, store: Store, split: str = "test", lang: str = "ja",
+                       device: torch.device = torch.device("cpu")) -> dict:
+    """Per-label and overall top-1/top-5 over the split's (record, finding) pairs (Table 9 alone)."""
+    embeddings, findings, _, _ = embed_split(bundle, store, split, device=device)
+    similarity, _ = bundle_scores(bundle, torch.from_numpy(embeddings).to(device), lang)
+    return per_label_topk(similarity, findings)
+
+
 def _model_name(bundle: Bundle) -> str:
     """The bundle as a reader can find it on another machine: the shipped one by name, others
     by the path given (no absolute path of this machine in a baseline file)."""
-    from ecgtool.predict import DEFAULT_BUNDLE
-
     if Path(bundle.directory).resolve() == Path(DEFAULT_BUNDLE).resolve():
         return "ecgtool/models/default (shipped)"
     return str(bundle.directory)
 
 
 def _check_inputs(bundle: Bundle, store: Store, registry: Registry, split: str, languages) -> None:
-    if store.registry_hash != bundle.description["registry"]["hash"]:
-        raise BenchError(
-            f"{store.directory}: the store was built with registry {store.registry_hash}, "
-            f"the bundle {bundle.directory} with {bundle.description['registry']['hash']}: re-ingest or use a matching bundle"
-        )
+    check_store_matches(bundle, store)
     if bundle.description["registry"]["hash"] != registry.hash:
         raise BenchError(f"{bundle.directory}: built with registry {bundle.description['registry']['hash']}, this installation has {registry.hash}")
     if store.counts().get(split, {}).get("records", 0) == 0:

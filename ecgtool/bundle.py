@@ -11,6 +11,12 @@ A bundle is one directory::
     text_projection.safetensors
                          the text projection (language-model vector → shared space), for free-text
                          queries (``ecgtool search --text``); absent from bundles exported before it
+    calibration-<sha12>.json
+                         per-finding probability of presence and operating point
+                         (``ecgtool.calibration_file``), when the bundle was calibrated
+
+``resolve_bundle`` loads the bundle a command names (default: the one shipped with ecgtool), and
+``canonical_options`` says how a record must be brought to the canonical form the bundle expects.
 """
 
 from __future__ import annotations
@@ -18,31 +24,29 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
 from ecgtool import __version__
+from ecgtool.calibration_file import BundleCalibration, load_calibration
 from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.errors import EcgToolError
 from ecgtool.files import file_sha256, write_json_atomic, written_whole
 from ecgtool.output_lock import writes_output
 from ecgtool.model import EcgTextModel, ModelConfig, ResNet1d
-from ecgtool.registry import Registry, load_registry
-from ecgtool.signal import CANONICAL_FORM_VERSION
+from ecgtool.registry import LANGUAGES, Registry, load_registry
+from ecgtool.signal import CANONICAL_FORM_VERSION, CanonicalOptions, QualityThresholds
+from ecgtool.store import Store
 from ecgtool.text_cache import TextCache, load_text_cache
 
-if TYPE_CHECKING:
-    from ecgtool.bundle_calibration import BundleCalibration
-
+DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
 BUNDLE_FORMAT_VERSION = 1
 BUNDLE_JSON = "bundle.json"
 MODEL_WEIGHTS = "model.safetensors"
 TEXT_VECTORS = "text.safetensors"
 TEXT_PROJECTION = "text_projection.safetensors"
-LANGS = ("ja", "en")
 
 
 class BundleError(EcgToolError):
@@ -75,7 +79,7 @@ def export_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str |
     model.load_checkpoint_state(payload.get("ema") or payload["model"])
     model.eval()
     text = {}
-    langs = [lang for lang in LANGS if cache.row_of(registry.prompt([registry.findings[0].id], lang), lang) is not None]
+    langs = [lang for lang in LANGUAGES if cache.row_of(registry.prompt([registry.findings[0].id], lang), lang) is not None]
     if not langs:
         raise BundleError(f"{text_cache}: holds no label prompts; run embed-labels")
     with torch.no_grad():
@@ -148,9 +152,9 @@ class Bundle:
     encoder: ResNet1d
     projection: torch.nn.Linear
     text: dict[str, torch.Tensor]
-    # Per-finding probability of presence and operating point (ecgtool.bundle_calibration);
+    # Per-finding probability of presence and operating point (ecgtool.calibration_file);
     # None for a bundle that was never calibrated.
-    calibration: "BundleCalibration | None" = None
+    calibration: BundleCalibration | None = None
     # Language-model vector -> shared space (free-text queries); None for bundles exported before it.
     text_projection: torch.nn.Linear | None = None
 
@@ -214,10 +218,51 @@ def load_bundle(directory: str | Path, registry: Registry | None = None) -> Bund
         if vectors.ndim != 2 or vectors.shape != (expected, config.embed_dim) or not torch.isfinite(vectors).all():
             raise BundleError(f"{directory / TEXT_VECTORS}: {key} holds {tuple(vectors.shape)} vectors, "
                               f"expected {expected} finite vectors of {config.embed_dim}")
-    from ecgtool.bundle_calibration import load_calibration
-
-    return Bundle(directory, description, encoder, projection, text, calibration=load_calibration(directory, description),
+    entry = description.get("calibration")
+    calibration = (load_calibration(directory, entry, description["findings"], weight_checksums(directory, description))
+                   if entry else None)
+    return Bundle(directory, description, encoder, projection, text, calibration=calibration,
                   text_projection=_load_text_projection(directory, description, config))
+
+
+def resolve_bundle(path: str | Path | None, registry: Registry | None = None) -> Bundle:
+    """The bundle at ``path``, or the one shipped with ecgtool when ``path`` is None."""
+    path = Path(path) if path is not None else DEFAULT_BUNDLE
+    if path == DEFAULT_BUNDLE and not (path / BUNDLE_JSON).exists():
+        raise BundleError(f"{path}: this installation ships no default model; pass --model BUNDLE")
+    return load_bundle(path, registry)
+
+
+def canonical_options(bundle: Bundle) -> CanonicalOptions:
+    """The canonical transform options the bundle's training data was made with."""
+    contract = bundle.contract
+    quality = QualityThresholds(**contract["quality"]) if "quality" in contract else QualityThresholds()
+    return CanonicalOptions(
+        min_seconds=contract.get("min_seconds", 5.0),
+        derive_limb_leads=contract.get("derive_limb_leads", False),
+        quality=quality,
+    )
+
+
+def check_store_matches(bundle: Bundle, store: Store) -> None:
+    """Refuse a store ingested with another registry than the bundle was trained with: its
+    finding columns would not be the bundle's."""
+    if store.registry_hash != bundle.description["registry"]["hash"]:
+        raise BundleError(
+            f"{store.directory}: the store was built with registry {store.registry_hash}, "
+            f"the bundle {bundle.directory} with {bundle.description['registry']['hash']}: re-ingest or use a matching bundle"
+        )
+
+
+def record_calibration(bundle_dir: Path, file_name: str, sha256: str, entry: dict) -> None:
+    """Point ``bundle.json`` at a calibration file written beside it (in one rename), then drop
+    the calibration file it named before."""
+    description = json.loads((bundle_dir / BUNDLE_JSON).read_text(encoding="utf-8"))
+    previous = (description.get("calibration") or {}).get("file")
+    description["calibration"] = {"file": file_name, "sha256": sha256, **entry}
+    write_json_atomic(bundle_dir / BUNDLE_JSON, description)
+    if previous and previous != file_name and (bundle_dir / previous).exists():
+        (bundle_dir / previous).unlink()
 
 
 def _load_text_projection(directory: Path, description: dict, config: ModelConfig) -> torch.nn.Linear | None:

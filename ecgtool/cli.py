@@ -353,27 +353,22 @@ def export(
     import torch
 
     from ecgtool.bundle import export_bundle
+    from ecgtool.calibrate import export_calibrated_bundle
 
     path = run / "checkpoints" / f"{checkpoint}.pt"
     if checkpoint not in ("best", "last") or not path.exists():
         raise EcgToolError(f"{path}: no such checkpoint (--checkpoint best or last)")
-    export_bundle(path, text_cache, out, dtype=torch.float32 if float32 else torch.float16)
-    output.print(f"bundle written to {out}", highlight=False, soft_wrap=True)
+    dtype = torch.float32 if float32 else torch.float16
     if no_calibration:
+        export_bundle(path, text_cache, out, dtype=dtype)
+        output.print(f"bundle written to {out}", highlight=False, soft_wrap=True)
         return
-    from ecgtool.bundle import load_bundle
-    from ecgtool.bundle_calibration import calibrate_if_possible
-    from ecgtool.store import Store
-
-    recorded = load_bundle(out).description["training"].get("store")
-    store = calibrate_on or Path(recorded.get("directory", "") if isinstance(recorded, dict) else (recorded or ""))
-    if not calibrate_on and not (store / "manifest.json").is_file():
-        console.print(f"note: the run's store {store} is not here: bundle not calibrated "
-                      "(pass --calibrate-store S, or run `ecgtool calibrate`)", highlight=False, soft_wrap=True)
-        return
-    entry = calibrate_if_possible(out, Store(store), on_note=lambda note: console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True))
-    if entry is not None:
-        output.print(f"calibrated on {entry['fitted_on']['records']} val records of {store}", highlight=False, soft_wrap=True)
+    exported = export_calibrated_bundle(path, text_cache, out, calibrate_on, dtype=dtype,
+                                        on_note=lambda note: console.print(f"note: {escape(note)}", highlight=False, soft_wrap=True))
+    output.print(f"bundle written to {out}", highlight=False, soft_wrap=True)
+    if exported.calibration is not None:
+        output.print(f"calibrated on {exported.calibration['fitted_on']['records']} val records of {exported.store}",
+                     highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -401,15 +396,9 @@ def predict(
     """
     import torch
 
-    from ecgtool.predict import (
-        ReadingOptions,
-        canonical_options,
-        load_canonical,
-        predict_directory,
-        predict_signal,
-        prediction_as_dict,
-        resolve_bundle,
-    )
+    from ecgtool.bundle import canonical_options, resolve_bundle
+    from ecgtool.io.canonical import load_canonical
+    from ecgtool.predict import ReadingOptions, predict_directory, predict_signal, prediction_as_dict
 
     torch_device = resolve_device(device)
     bundle = resolve_bundle(model).to(torch_device)
@@ -514,7 +503,7 @@ def calibrate(
 
     Example: ecgtool calibrate models/ptbxl --store stores/ptbxl
     """
-    from ecgtool.bundle_calibration import calibrate_bundle
+    from ecgtool.calibrate import calibrate_bundle
 
     entry = calibrate_bundle(bundle_dir, store, split, min_positives, isotonic_min, rule, target_sensitivity, min_f1,
                              resolve_device(device))
@@ -553,7 +542,7 @@ def bench(
 
     from ecgtool.bench import load_baseline, regressions, run_bench
     from ecgtool.bench_report import plot_per_label, print_terminal, to_markdown
-    from ecgtool.predict import resolve_bundle
+    from ecgtool.bundle import resolve_bundle
     from ecgtool.registry import load_registry
     from ecgtool.files import write_json_atomic, write_text_atomic
     from ecgtool.store import Store

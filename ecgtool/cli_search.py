@@ -41,7 +41,7 @@ def register_search_commands(app) -> None:
         """
         from ecgtool.devices import resolve_device
         from ecgtool.embeddings import embed_store
-        from ecgtool.predict import resolve_bundle
+        from ecgtool.bundle import resolve_bundle
         from ecgtool.store import Store
 
         torch_device = resolve_device(device)
@@ -81,7 +81,7 @@ def register_search_commands(app) -> None:
         """
         from ecgtool.devices import resolve_device
         from ecgtool.errors import EcgToolError
-        from ecgtool.predict import resolve_bundle
+        from ecgtool.bundle import resolve_bundle
         from ecgtool.registry import load_registry
         from ecgtool.search import (Filters, finding_parts, like_file_parts, like_id_parts, open_search_space,
                                     plot_hits, resolve_finding, result_as_dict, search as run_search, text_parts,

@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from ecgtool import __version__
-from ecgtool.bundle import Bundle, weight_checksums
+from ecgtool.bundle import Bundle, check_store_matches, weight_checksums
 from ecgtool.errors import EcgToolError
+from ecgtool.fast_encoder import FastEncoder
 from ecgtool.files import move_into_place, temporary_path
 from ecgtool.output_lock import exclusive_output
 from ecgtool.store import Store, read_shard
@@ -260,11 +261,7 @@ def embed_store(store: Store, bundle: Bundle, path: str | Path | None = None, ba
                 progress: Callable[[int, int], None] | None = None) -> EmbedResult:
     """Embed every record of ``store`` that ``path`` (default: ``default_embeddings_path``) lacks."""
     started = time.perf_counter()
-    if store.registry_hash != bundle.description["registry"]["hash"]:
-        raise EmbeddingsError(f"{store.directory}: built with registry {store.registry_hash}, "
-                              f"the bundle with {bundle.description['registry']['hash']}")
-    from ecgtool.inference import FastEncoder
-
+    check_store_matches(bundle, store)
     path = Path(path) if path is not None else default_embeddings_path(store.directory, bundle)
     total = sum(shard["records"] for shard in store.manifest["shards"])
     encoder = FastEncoder(bundle, device, batch_size)  # compiled bf16 on CUDA; Bundle.embed on the CPU

@@ -35,11 +35,12 @@ from ecgtool.annotations import Annotation, load_annotations
 from ecgtool.errors import EcgToolError, RecordError
 from ecgtool.files import file_sha256, write_json_atomic
 from ecgtool.io import WFDB, RecordFormat, format_of, read_record
+from ecgtool.io.canonical import read_canonical_or_reason
 from ecgtool.io.discover import Found, MissingInput, find_records
 from ecgtool.io.wfdb_header import label_codes_from_comments, read_header, read_header_comments
 from ecgtool.output_lock import exclusive_output
 from ecgtool.registry import Registry, load_registry
-from ecgtool.signal import LEADS, N_SAMPLES, CanonicalOptions, canonicalize, input_contract
+from ecgtool.signal import LEADS, N_SAMPLES, CanonicalOptions, input_contract
 from ecgtool.splits import SPLITS, SplitFractions, assign_splits
 from ecgtool.store import (
     CONFIG,
@@ -467,14 +468,12 @@ def _init_worker(options: IngestOptions, progress_counter) -> None:
 
 def _canonical_or_reason(candidate: Candidate, options: IngestOptions):
     """Samples → canonical form in the stored dtype, or the one-line reason it failed."""
-    try:
-        record = read_record(candidate.path, options.verify_checksums, candidate.record_format)
-        canonical = canonicalize(record, options.canonical)
-        acquisition = json.dumps(acquisition_metadata(record, canonical.derived_leads), ensure_ascii=False)
-    except RecordError as error:
-        return None, error.reason
-    except Exception as error:  # an unexpected reader failure must not stop the batch
-        return None, f"unexpected error while reading: {type(error).__name__}: {error}"
+    read, reason = read_canonical_or_reason(candidate.path, options.canonical, options.verify_checksums,
+                                            candidate.record_format)
+    if read is None:
+        return None, reason
+    record, canonical = read
+    acquisition = json.dumps(acquisition_metadata(record, canonical.derived_leads), ensure_ascii=False)
     return (to_stored_dtype(canonical.signal, options.dtype), canonical.n_valid, acquisition), None
 
 

@@ -30,14 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecgtool.bundle import Bundle, bundle_scores, load_bundle
-from ecgtool.errors import EcgToolError, RecordError
-from ecgtool.io import read_record
+from ecgtool.bundle import Bundle, bundle_scores, canonical_options
+from ecgtool.embeddings import EmbeddingWriter
+from ecgtool.errors import EcgToolError
+from ecgtool.fast_encoder import FastEncoder
+from ecgtool.io.canonical import load_canonical, read_canonical_or_reason
+from ecgtool.io.discover import find_records
 from ecgtool.output_lock import exclusive_output
 from ecgtool.registry import Registry, load_registry
-from ecgtool.signal import CanonicalOptions, QualityThresholds, canonicalize
+from ecgtool.signal import CanonicalOptions
 
-DEFAULT_BUNDLE = Path(__file__).resolve().parent / "models" / "default"
 PREDICT_SCHEMA_VERSION = 2
 NOTHING_PRESENT = {
     "ja": "この心電図に、判定基準を満たす所見はない。",
@@ -68,29 +70,6 @@ class Prediction:
     report: str | None = None  # None: the bundle carries no calibration (superset scores: none either)
     calibrated: bool = False
     probabilities: tuple[float | None, ...] | None = None  # every finding's, bundle order (on request)
-
-
-def canonical_options(bundle: Bundle) -> CanonicalOptions:
-    """The canonical transform options the bundle's training data was made with."""
-    contract = bundle.contract
-    quality = QualityThresholds(**contract["quality"]) if "quality" in contract else QualityThresholds()
-    return CanonicalOptions(
-        min_seconds=contract.get("min_seconds", 5.0),
-        derive_limb_leads=contract.get("derive_limb_leads", False),
-        quality=quality,
-    )
-
-
-def resolve_bundle(path: str | Path | None, registry: Registry | None = None) -> Bundle:
-    path = Path(path) if path is not None else DEFAULT_BUNDLE
-    if path == DEFAULT_BUNDLE and not (path / "bundle.json").exists():
-        raise PredictError(f"{path}: this installation ships no default model; pass --model BUNDLE")
-    return load_bundle(path, registry)
-
-
-def load_canonical(path: str | Path, options: CanonicalOptions) -> tuple[str, np.ndarray]:
-    record = read_record(path)
-    return record.record_id, canonicalize(record, options).signal
 
 
 def predict_record(path: str | Path, bundle: Bundle, top: int = 5, lang: str = "ja",
@@ -190,13 +169,11 @@ def _init_worker(options: CanonicalOptions, reader_process: bool = True) -> None
 
 
 def _load_or_reason(path: str):
-    try:
-        record_id, signal = load_canonical(path, _worker_options)
-        return record_id, signal.astype(np.float32), None
-    except RecordError as error:
-        return Path(path).stem, None, error.reason
-    except Exception as error:  # one bad file must not stop the batch
-        return Path(path).stem, None, f"unexpected error while reading: {type(error).__name__}: {error}"
+    read, reason = read_canonical_or_reason(path, _worker_options)
+    if read is None:
+        return Path(path).stem, None, reason
+    record, canonical = read
+    return record.record_id, canonical.signal.astype(np.float32), None
 
 
 @dataclass
@@ -213,13 +190,11 @@ class DirectoryResult:
         return self.scored / self.seconds if self.seconds > 0 else float("nan")
 
 
-def find_records(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
+def records_to_score(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Every record under ``inputs`` (directories, record files, or a text file listing paths).
 
     Also returns the files found in directories that are not records, with the reason.
     """
-    from ecgtool.io.discover import find_records as find_record_files
-
     paths: list[Path] = []
     directories = []
     for item in inputs:
@@ -235,7 +210,7 @@ def find_records(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, s
             paths.extend((base / line.strip()) for line in lines if line.strip())
         else:
             directories.append(item)
-    found, rejected = find_record_files(directories) if directories else ([], [])
+    found, rejected = find_records(directories) if directories else ([], [])
     return paths + [record.path for record in found], [(f.path, f.reason) for f in rejected]
 
 
@@ -282,7 +257,7 @@ def predict_directory(
     if reading.all_probabilities and (reading.superset is not None or bundle.calibration is None):
         raise PredictError(f"--all-probabilities: {bundle.directory} carries no calibration (run `ecgtool calibrate`)"
                            if bundle.calibration is None else "--all-probabilities: not with --superset (findings only)")
-    paths, rejected = find_records([Path(p) for p in inputs])
+    paths, rejected = records_to_score([Path(p) for p in inputs])
     with exclusive_output(output, is_directory=False), _embedding_writer(embeddings, bundle) as vectors:
         return _predict_paths(paths, rejected, output, bundle, reading, batch_size, workers, device, registry,
                               progress, started, vectors)
@@ -291,8 +266,6 @@ def predict_directory(
 def _embedding_writer(path: str | Path | None, bundle: Bundle):
     if path is None:
         return nullcontext(None)
-    from ecgtool.embeddings import EmbeddingWriter
-
     return EmbeddingWriter(path, bundle)
 
 
@@ -300,8 +273,6 @@ def _predict_paths(paths, rejected, output: Path, bundle: Bundle, reading: Readi
                    device, registry, progress, started, vectors=None) -> DirectoryResult:
     # Resume keys on the record's resolved file: a re-run that spells the input differently
     # (relative, then absolute; through a symlink) does not score anything twice.
-    from ecgtool.inference import FastEncoder
-
     paths = [Path(p).resolve() for p in paths]
     batch_size = batch_size or (1024 if device.type == "cuda" else 64)
     encoder = FastEncoder(bundle, device, batch_size)  # on the CPU: Bundle.embed, to the bit

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecgtool.bundle import Bundle, bundle_scores
-from ecgtool.predict import canonical_options, load_canonical
+from ecgtool.bundle import Bundle, bundle_scores, canonical_options
+from ecgtool.io.canonical import load_canonical
 
 
 @dataclass(frozen=True)

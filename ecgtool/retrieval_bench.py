@@ -93,7 +93,7 @@ def retrieval_figures(embeddings: np.ndarray, findings: np.ndarray, patient_ids:
 
     Parameters
     ----------
-    embeddings : (n, d) unit vectors of the split's records (``evaluate.embed_split``)
+    embeddings : (n, d) unit vectors of the split's records (``split_embeddings.embed_split``)
     findings : (n, 98) multi-hot stored labels, registry order
     patient_ids : the records' patients (same order)
     languages : the label vectors' languages; with several, ``"both"`` (their mean, what

@@ -29,11 +29,12 @@ import h5py
 import numpy as np
 import torch
 
-from ecgtool.bundle import Bundle
+from ecgtool.bundle import Bundle, canonical_options, check_store_matches
 from ecgtool.embeddings import default_embeddings_path, read_embeddings
 from ecgtool.errors import EcgToolError
 from ecgtool.registry import Registry
 from ecgtool.files import write_text_atomic
+from ecgtool.io.canonical import load_canonical
 from ecgtool.store import Store, read_shard
 
 CHUNK_ROWS = 65536
@@ -81,9 +82,7 @@ class SearchSpace:
 def open_search_space(store: Store, bundle: Bundle, embeddings_path: str | Path | None = None) -> SearchSpace:
     """The store's records with their vectors; refuses a store whose records are not all embedded
     (with this bundle) and ignores vectors of records the store does not hold."""
-    if store.registry_hash != bundle.description["registry"]["hash"]:
-        raise SearchError(f"{store.directory}: built with registry {store.registry_hash}, "
-                          f"the bundle with {bundle.description['registry']['hash']}")
+    check_store_matches(bundle, store)
     path = Path(embeddings_path) if embeddings_path is not None else default_embeddings_path(store.directory, bundle)
     if not path.is_file():
         raise SearchError(f"{path}: no embeddings of this store with bundle {bundle.directory}; "
@@ -183,8 +182,6 @@ def text_parts(bundle: Bundle, lm_path: str | Path, texts: Sequence[str], device
 
 def like_file_parts(bundle: Bundle, paths: Sequence[str | Path], device: torch.device = torch.device("cpu")) -> list[QueryPart]:
     """A part per record file (any format ``ingest`` reads), embedded by the bundle."""
-    from ecgtool.predict import canonical_options, load_canonical
-
     parts = []
     for path in paths:
         record_id, signal = load_canonical(path, canonical_options(bundle))

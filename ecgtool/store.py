@@ -22,13 +22,16 @@ prompt_ja/_en  (n,) str             the report prompt built from the findings ('
 =============  ===================  ==========================================================
 
 A shard is written to ``<name>.tmp`` and renamed when complete, so a shard that exists is whole.
+``Store`` reads a store; ``store_batches`` reads shards' samples batch by batch straight into
+the caller's memory (``ecgtool.fast_encoder``'s pinned buffers).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -210,6 +213,84 @@ def _read_open_shard(path: Path, with_signal: bool) -> ShardContent:
             findings=shard["findings"][()],
             **strings,
         )
+
+
+class ShardRows:
+    """Rows ``start:stop`` of one shard's ``signal``, read when asked, into a given array.
+
+    A store writes each record as one uncompressed chunk: their byte offsets in the file are read
+    once per shard, and a batch is read with ``os.preadv`` straight into its destination (a
+    pinned buffer), runs of adjacent chunks in one call, without HDF5 and without holding the GIL.
+    Any other layout is read through h5py.
+    """
+
+    def __init__(self, path: str | Path, start: int, stop: int, row_shape: tuple[int, ...], dtype: np.dtype,
+                 offsets: np.ndarray | None):
+        self.path, self.start, self.stop = str(path), start, stop
+        self.shape = (stop - start, *row_shape)
+        self.dtype = np.dtype(dtype)
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def read_into(self, out: np.ndarray) -> None:
+        if out.shape != self.shape or out.dtype != self.dtype or not out.flags.c_contiguous:
+            raise ValueError(f"{self.path}: rows {self.start}:{self.stop} need a C-contiguous {self.dtype} array of {self.shape}")
+        if self.offsets is None:
+            with h5py.File(self.path, "r") as shard:
+                shard["signal"].read_direct(out, np.s_[self.start:self.stop])
+            return
+        row_bytes = out[0].nbytes if len(out) else 0
+        flat = out.reshape(len(out), -1).view(np.uint8)
+        offsets = self.offsets[self.start:self.stop]
+        breaks = np.flatnonzero(np.diff(offsets) != row_bytes) + 1
+        descriptor = os.open(self.path, os.O_RDONLY)
+        try:
+            for run in np.split(np.arange(len(offsets)), breaks):
+                if not len(run):
+                    continue
+                view = memoryview(flat[run[0]:run[-1] + 1]).cast("B")
+                position, done = int(offsets[run[0]]), 0
+                while done < len(view):
+                    read = os.preadv(descriptor, [view[done:]], position + done)
+                    if read <= 0:
+                        raise OSError(f"{self.path}: ended inside record {self.start + run[0]}'s samples")
+                    done += read
+        finally:
+            os.close(descriptor)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        self.read_into(out)
+        return out if dtype is None else out.astype(dtype)
+
+
+def _chunk_offsets(signal) -> np.ndarray | None:
+    """Each row's byte offset in the file when ``signal`` is stored as one unfiltered chunk per
+    row (as ``ecgtool ingest`` writes it), else None."""
+    if signal.chunks != (1, *signal.shape[1:]) or signal.id.get_create_plist().get_nfilters() or not hasattr(signal.id, "chunk_iter"):
+        return None
+    offsets = np.full(signal.shape[0], -1, dtype=np.int64)
+    row_bytes = int(np.prod(signal.shape[1:])) * signal.dtype.itemsize
+
+    def take(info):
+        if info.size == row_bytes:
+            offsets[info.chunk_offset[0]] = info.byte_offset
+
+    signal.id.chunk_iter(take)
+    return None if (offsets < 0).any() else offsets
+
+
+def store_batches(paths: Iterable[str | Path], batch_size: int) -> Iterator[ShardRows]:
+    """Each shard's samples, ``batch_size`` records at a time, as stored (float16): read when
+    consumed (``np.asarray(rows)``, or ``rows.read_into(array)``)."""
+    for path in paths:
+        with h5py.File(path, "r") as shard:
+            signal = shard["signal"]
+            shape, dtype, offsets = signal.shape, signal.dtype, _chunk_offsets(signal)
+        for start in range(0, shape[0], batch_size):
+            yield ShardRows(path, start, min(start + batch_size, shape[0]), shape[1:], dtype, offsets)
 
 
 class Store:

@@ -33,10 +33,11 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ecgtool import __version__
 from ecgtool.distributed import DistributedContext, context_from_environment, convert_batchnorm_for_ranks, init_distributed
+from ecgtool.augment import SignalAugment, augment_signals, step_generator
+from ecgtool.calibrate import export_calibrated_bundle
+from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.errors import EcgToolError
 from ecgtool.files import written_whole
-from ecgtool.checkpoint_file import load_checkpoint
-from ecgtool.augment import SignalAugment, augment_signals, step_generator
 from ecgtool.label_targets import label_prompts
 from ecgtool.loss import ClipLoss, finding_bce_loss, label_sigmoid_loss
 from ecgtool.weight_average import WeightAverage
@@ -364,7 +365,7 @@ def train(
         }
         if val_data is not None:
             validated = average.model if average is not None else model
-            record.update(evaluate(validated, val_data, label_rows, config, device, autocast_dtype))
+            record.update(validate(validated, val_data, label_rows, config, device, autocast_dtype))
         state.epoch += 1
         state.step_in_epoch = 0
         state.history.append(record)
@@ -384,12 +385,8 @@ def train(
         if improved or val_data is None:
             _save(checkpoint_dir / BEST, model, optimizer, scheduler, state, metadata, context, average)
     if context.is_main and config.objective == "contrastive":
-        from ecgtool.bundle import export_bundle
-
-        export_bundle(_existing(checkpoint_dir / BEST) or checkpoint_dir / LAST, text_cache_dir, out_dir / BUNDLE, registry)
-        from ecgtool.bundle_calibration import calibrate_if_possible
-
-        calibrate_if_possible(out_dir / BUNDLE, store, device, on_note)
+        export_calibrated_bundle(_existing(checkpoint_dir / BEST) or checkpoint_dir / LAST, text_cache_dir, out_dir / BUNDLE,
+                                 store.directory, registry, device=device, on_note=on_note)
     return TrainResult(out_dir, state, checkpoint_dir / LAST, _existing(checkpoint_dir / BEST))
 
 
@@ -539,7 +536,7 @@ def _freeze_unused(model: EcgTextModel, config: TrainConfig) -> None:
 
 
 @torch.no_grad()
-def evaluate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, config: TrainConfig,
+def validate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, config: TrainConfig,
              device: torch.device, autocast_dtype=None) -> dict:
     """Validation loss (plain, batches of the training batch size), per-label top-1/top-5 and
     macro AUROC over the findings with at least 10 positives, in each training language

@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 
 from ecgtool.bench import published_per_label, published_superset, regressions
 from ecgtool.metrics import auroc, superset_accuracy, top1_confusions
-from ecgtool.predict import DEFAULT_BUNDLE
+from ecgtool.bundle import DEFAULT_BUNDLE
 from ecgtool.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,8 +14,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ecgtool.bench import regressions
-from ecgtool.bundle import load_bundle
-from ecgtool.bundle_calibration import CalibrationError, calibrate_bundle
+from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
+from ecgtool.calibrate import calibrate_bundle
 from ecgtool.calibration import (
     FindingCalibration,
     expected_calibration_error,
@@ -24,8 +24,9 @@ from ecgtool.calibration import (
     operating_point,
     platt_fit,
 )
+from ecgtool.calibration_file import CalibrationError
 from ecgtool.cli import app
-from ecgtool.predict import DEFAULT_BUNDLE, NOTHING_PRESENT, ReadingOptions, predict_directory, predict_record, report_line
+from ecgtool.predict import NOTHING_PRESENT, ReadingOptions, predict_directory, predict_record, report_line
 from ecgtool.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -271,7 +272,8 @@ def test_directory_scoring_writes_embeddings_and_a_lost_commit_is_redone(shared_
     assert first.scored == 5 and sorted(stored.record_ids) == sorted(r["record_id"] for r in csv.DictReader(open(out)))
     # Vectors equal the bundle's own embedding of each record (float16 in the file).
     one = predict_record(sorted(folder.glob("*.hea"))[0], bundle)
-    from ecgtool.predict import canonical_options, load_canonical
+    from ecgtool.bundle import canonical_options
+    from ecgtool.io.canonical import load_canonical
     import torch
 
     _, signal = load_canonical(sorted(folder.glob("*.hea"))[0], canonical_options(bundle))

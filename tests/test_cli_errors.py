@@ -160,7 +160,7 @@ def test_damaged_bundles_are_refused(tmp_path):
 
     from safetensors.torch import load_file, save_file
 
-    from ecgtool.predict import DEFAULT_BUNDLE
+    from ecgtool.bundle import DEFAULT_BUNDLE
 
     cut = tmp_path / "cut"
     shutil.copytree(DEFAULT_BUNDLE, cut)

@@ -17,9 +17,9 @@ import pytest
 import torch
 
 import ecgtool.train as train_module
+from ecgtool.bundle import resolve_bundle
+from ecgtool.fast_encoder import FastEncoder
 from ecgtool.ingest import IngestOptions, ingest
-from ecgtool.inference import FastEncoder
-from ecgtool.predict import resolve_bundle
 from ecgtool.registry import load_registry
 from ecgtool.store import Store
 from ecgtool.text import collect_prompts, embed_prompts
@@ -152,7 +152,7 @@ def test_fast_encoder_equals_the_bundle_and_its_compiled_form_is_close(device):
 def test_store_rows_read_by_offset_equal_hdf5s_own_read(small_store, tmp_path, device):
     import h5py
 
-    from ecgtool.inference import ShardRows, store_batches
+    from ecgtool.store import ShardRows, store_batches
 
     store = Store(small_store[0])
     paths = store.shard_paths("train") + store.shard_paths("val")

@@ -9,10 +9,10 @@ import sys
 from pathlib import Path
 
 
-from ecgtool.bundle import load_bundle
-from ecgtool.evaluate import per_label_accuracy
+from ecgtool.bench import per_label_accuracy
+from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
 from ecgtool.model import ModelConfig, input_filters
-from ecgtool.predict import DEFAULT_BUNDLE, predict_record
+from ecgtool.predict import predict_record
 from ecgtool.registry import load_registry
 from ecgtool.signal import input_contract
 from ecgtool.store import Store

@@ -21,8 +21,7 @@ from ecgtool.ingest import IngestError, IngestOptions, ingest
 from ecgtool.io.discover import find_records
 from ecgtool.output_lock import OutputInUseError, exclusive_output, lock_path_for
 from ecgtool.predict import PredictError, ReadingOptions, _ResultWriter, predict_record
-from ecgtool.bundle import load_bundle
-from ecgtool.predict import DEFAULT_BUNDLE
+from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "ptb-xl"

@@ -18,10 +18,9 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from ecgtool.bundle import BUNDLE_JSON, TEXT_PROJECTION, TEXT_VECTORS, load_bundle
+from ecgtool.bundle import BUNDLE_JSON, DEFAULT_BUNDLE, TEXT_PROJECTION, TEXT_VECTORS, load_bundle
 from ecgtool.embeddings import (EmbeddingsError, EmbeddingWriter, bundle_fingerprint, default_embeddings_path,
                                 embed_store, read_embeddings)
-from ecgtool.predict import DEFAULT_BUNDLE
 from ecgtool.registry import load_registry
 from ecgtool.retrieval_bench import retrieval_figures, retrieval_markdown
 from ecgtool.search import (Filters, SearchError, combine, finding_parts, like_file_parts, like_id_parts,

@@ -23,7 +23,7 @@ from ecgtool.model import EcgTextModel, ModelConfig
 from ecgtool.registry import load_registry
 from ecgtool.store import Store
 from ecgtool.text import collect_prompts, embed_prompts
-from ecgtool.train import TrainConfig, TrainError, evaluate, train
+from ecgtool.train import TrainConfig, TrainError, train, validate
 from ecgtool.text_cache import load_text_cache
 from ecgtool.training_data import TrainingDataError, load_split
 from lm_fixtures import build_tiny_llama
@@ -70,8 +70,8 @@ def test_tiny_run_lowers_the_loss_and_retrieves_far_above_an_untrained_model(sto
     trained.load_state_dict(torch.load(result.last_checkpoint, weights_only=False, map_location="cpu")["model"])
     torch.manual_seed(0)
     untrained = EcgTextModel(model_config)
-    after = evaluate(trained, data, labels, config, torch.device("cpu"))
-    before = evaluate(untrained, data, labels, config, torch.device("cpu"))
+    after = validate(trained, data, labels, config, torch.device("cpu"))
+    before = validate(untrained, data, labels, config, torch.device("cpu"))
     print(f"same-subset retrieval: untrained top1 {before['val_top1']:.1f} top5 {before['val_top5']:.1f}; "
           f"trained top1 {after['val_top1']:.1f} top5 {after['val_top5']:.1f} over {after['val_pairs']} pairs")
     assert after["val_top5"] >= before["val_top5"] + 25

@@ -1,24 +1,19 @@
-"""Calibration carried by a bundle: fitted on a store's val split, written into the bundle, read
-back with the checks that it belongs to these weights.
+"""``ecgtool calibrate``: fit a bundle's calibration on a store's val split and write it into
+the bundle; and the export-then-calibrate sequence that ``train`` and ``ecgtool export`` end with.
 
-Layout: ``calibration-<sha12>.json`` in the bundle directory (the name carries the start of its
-own checksum), and a ``calibration`` entry in ``bundle.json`` naming it with its full sha256, the
-weights' checksums it was fitted for, the store and split, and the rules. A new calibration is
-written beside the old one, then ``bundle.json`` is replaced in one rename, then the old file is
-removed: an interruption leaves either the old calibration or the new one, never a mixture.
+The fitting rules are ``ecgtool.calibration``'s; the file and its checks ``ecgtool.calibration_file``'s.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from ecgtool.bundle import weight_checksums
+from ecgtool.bundle import BUNDLE_JSON, bundle_scores, export_bundle, load_bundle, record_calibration, weight_checksums
 from ecgtool.calibration import (
     CALIBRATION_FORMAT_VERSION,
     ISOTONIC_MIN,
@@ -26,31 +21,15 @@ from ecgtool.calibration import (
     MIN_POSITIVES,
     PRESENT_PROBABILITY,
     RULES,
-    FindingCalibration,
     fit_all,
 )
-from ecgtool.errors import EcgToolError
+from ecgtool.calibration_file import CalibrationError, write_calibration_file
 from ecgtool.output_lock import writes_output
-from ecgtool.files import json_safe, write_bytes_atomic, write_json_atomic
-from ecgtool.store import Store
+from ecgtool.registry import Registry
+from ecgtool.split_embeddings import embed_split
+from ecgtool.store import MANIFEST, Store
 
-BUNDLE_JSON = "bundle.json"
 NEVER_CALIBRATE_ON = ("test",)
-
-
-class CalibrationError(EcgToolError):
-    """A calibration that cannot be fitted, written or trusted; the message names the file."""
-
-
-@dataclass(frozen=True)
-class BundleCalibration:
-    """A bundle's per-finding calibrations, per language, in the bundle's finding order."""
-
-    languages: dict[str, list[FindingCalibration]]
-    summary: dict
-
-    def for_language(self, lang: str) -> list[FindingCalibration] | None:
-        return self.languages.get(lang)
 
 
 def calibrate_bundle(bundle_dir: str | Path, store: str | Path, split: str = "val",
@@ -83,9 +62,6 @@ def calibrate_bundle(bundle_dir: str | Path, store: str | Path, split: str = "va
 @writes_output("bundle_dir", is_directory=True)
 def _calibrate_locked(bundle_dir: Path, store: Store, split: str, min_positives: int, isotonic_min: int,
                       rule: str, target_sensitivity: float | None, min_f1: float, device: torch.device) -> dict:
-    from ecgtool.bundle import bundle_scores, load_bundle
-    from ecgtool.evaluate import embed_split
-
     if split in NEVER_CALIBRATE_ON:
         raise CalibrationError(f"{store.directory}: calibration is never fitted on the {split} split "
                                "(it is where calibration is measured); use --split val")
@@ -123,7 +99,7 @@ def _calibrate_locked(bundle_dir: Path, store: Store, split: str, min_positives:
         "findings_with_operating_point": {lang: sum(c.operating_point is not None for c in cals)
                                           for lang, cals in languages.items()},
     }
-    write_calibration(bundle_dir, entry, languages)
+    record_calibration(bundle_dir, *write_calibration_file(bundle_dir, entry, languages), entry)
     return entry
 
 
@@ -143,52 +119,30 @@ def calibrate_if_possible(bundle_dir: Path, store: Store, device: torch.device =
         return None
 
 
-def write_calibration(bundle_dir: Path, entry: dict, languages: dict[str, list[FindingCalibration]]) -> None:
-    """Write the calibration file, point ``bundle.json`` at it in one rename, drop the old file."""
-    payload = {"format": "ecgtool-calibration", **entry,
-               "languages": {lang: [json_safe(c.as_dict()) for c in cals] for lang, cals in languages.items()}}
-    data = json.dumps(payload, ensure_ascii=False, indent=1, allow_nan=False).encode("utf-8")
-    sha = hashlib.sha256(data).hexdigest()
-    name = f"calibration-{sha[:12]}.json"
-    write_bytes_atomic(bundle_dir / name, data, fsync=True)
-    description = json.loads((bundle_dir / BUNDLE_JSON).read_text(encoding="utf-8"))
-    previous = (description.get("calibration") or {}).get("file")
-    description["calibration"] = {"file": name, "sha256": sha, **{k: v for k, v in entry.items()}}
-    write_json_atomic(bundle_dir / BUNDLE_JSON, description)
-    if previous and previous != name and (bundle_dir / previous).exists():
-        (bundle_dir / previous).unlink()
+class CalibratedExport(NamedTuple):
+    bundle_dir: Path
+    calibration: dict | None  # the calibration entry of bundle.json; None: not calibrated (a note said why)
+    store: Path | None  # the store whose val split it was fitted on
 
 
-def load_calibration(bundle_dir: Path, description: dict) -> BundleCalibration | None:
-    """The bundle's calibration, checked against its checksum and the weights it was fitted for;
-    None when the bundle carries none."""
-    entry = description.get("calibration")
-    if not entry:
-        return None
-    path = bundle_dir / entry["file"]
-    if not path.is_file():
-        raise CalibrationError(f"{path}: missing from the bundle ({BUNDLE_JSON} names it)")
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise CalibrationError(f"{path}: does not match the checksum in {BUNDLE_JSON} (damaged or replaced)")
-    if entry.get("weights") != weight_checksums(bundle_dir, description):
-        raise CalibrationError(f"{path}: fitted for other weights than this bundle's (re-run ecgtool calibrate)")
-    payload = json.loads(data.decode("utf-8"))
-    if payload.get("format_version") != CALIBRATION_FORMAT_VERSION:
-        raise CalibrationError(f"{path}: calibration format {payload.get('format_version')} is not supported")
-    languages = {}
-    for lang, rows in payload["languages"].items():
-        if [row["finding"] for row in rows] != description["findings"]:
-            raise CalibrationError(f"{path}: its {lang} findings are not the bundle's findings in the bundle's order")
-        try:
-            languages[lang] = [FindingCalibration.from_dict(_nan_for_none(row)) for row in rows]
-        except (KeyError, TypeError, ValueError) as error:
-            raise CalibrationError(f"{path}: malformed calibration ({error})") from None
-    return BundleCalibration(languages, {k: v for k, v in entry.items() if k not in ("file", "sha256")})
+def export_calibrated_bundle(checkpoint: str | Path, text_cache: str | Path, out_dir: str | Path,
+                             calibrate_on: str | Path | None = None, registry: Registry | None = None,
+                             dtype: torch.dtype = torch.float16, device: torch.device = torch.device("cpu"),
+                             on_note=None) -> CalibratedExport:
+    """Export a bundle from a training checkpoint, then calibrate it on the val split of
+    ``calibrate_on`` (default: the store the run was trained on, when it is still there) with the
+    default rules, or say why not: how ``train`` and ``ecgtool export`` end.
+    """
+    out_dir = Path(out_dir)
+    export_bundle(checkpoint, text_cache, out_dir, registry, dtype)
+    store = Path(calibrate_on) if calibrate_on is not None else _training_store(out_dir)
+    if calibrate_on is None and not (store / MANIFEST).is_file():
+        (on_note or (lambda text: None))(f"the run's store {store} is not here: bundle not calibrated "
+                                         "(pass --calibrate-store S, or run `ecgtool calibrate`)")
+        return CalibratedExport(out_dir, None, None)
+    return CalibratedExport(out_dir, calibrate_if_possible(out_dir, Store(store), device, on_note), store)
 
 
-def _nan_for_none(row: dict) -> dict:
-    point = row.get("operating_point")
-    if point:
-        row = {**row, "operating_point": {k: (float("nan") if v is None else v) for k, v in point.items()}}
-    return row
+def _training_store(bundle_dir: Path) -> Path:
+    recorded = load_bundle(bundle_dir).description["training"].get("store")
+    return Path(recorded.get("directory", "") if isinstance(recorded, dict) else (recorded or ""))

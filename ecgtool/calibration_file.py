@@ -1,0 +1,80 @@
+"""The calibration file a bundle carries, read back with the checks that it belongs to the
+bundle's weights.
+
+Layout: ``calibration-<sha12>.json`` in the bundle directory (the name carries the start of its
+own checksum), and a ``calibration`` entry in ``bundle.json`` naming it with its full sha256, the
+weights' checksums it was fitted for, the store and split, and the rules. A new calibration is
+written beside the old one, then ``bundle.json`` is replaced in one rename
+(``ecgtool.bundle.record_calibration``), then the old file is removed: an interruption leaves
+either the old calibration or the new one, never a mixture. ``ecgtool.calibrate`` fits it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ecgtool.calibration import CALIBRATION_FORMAT_VERSION, FindingCalibration
+from ecgtool.errors import EcgToolError
+from ecgtool.files import json_safe, write_bytes_atomic
+
+
+class CalibrationError(EcgToolError):
+    """A calibration that cannot be fitted, written or trusted; the message names the file."""
+
+
+@dataclass(frozen=True)
+class BundleCalibration:
+    """A bundle's per-finding calibrations, per language, in the bundle's finding order."""
+
+    languages: dict[str, list[FindingCalibration]]
+    summary: dict
+
+    def for_language(self, lang: str) -> list[FindingCalibration] | None:
+        return self.languages.get(lang)
+
+
+def write_calibration_file(bundle_dir: Path, entry: dict, languages: dict[str, list[FindingCalibration]]) -> tuple[str, str]:
+    """Write the calibration file beside the bundle's weights; return its name and sha256 (what
+    ``bundle.json``'s entry names it by)."""
+    payload = {"format": "ecgtool-calibration", **entry,
+               "languages": {lang: [json_safe(c.as_dict()) for c in cals] for lang, cals in languages.items()}}
+    data = json.dumps(payload, ensure_ascii=False, indent=1, allow_nan=False).encode("utf-8")
+    sha = hashlib.sha256(data).hexdigest()
+    name = f"calibration-{sha[:12]}.json"
+    write_bytes_atomic(bundle_dir / name, data, fsync=True)
+    return name, sha
+
+
+def load_calibration(bundle_dir: Path, entry: dict, findings: list[str], weights: dict[str, str]) -> BundleCalibration:
+    """The calibration ``entry`` (``bundle.json``'s) names, checked against its checksum and
+    against ``weights``, the checksums of the weights it must have been fitted for."""
+    path = bundle_dir / entry["file"]
+    if not path.is_file():
+        raise CalibrationError(f"{path}: missing from the bundle (bundle.json names it)")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        raise CalibrationError(f"{path}: does not match the checksum in bundle.json (damaged or replaced)")
+    if entry.get("weights") != weights:
+        raise CalibrationError(f"{path}: fitted for other weights than this bundle's (re-run ecgtool calibrate)")
+    payload = json.loads(data.decode("utf-8"))
+    if payload.get("format_version") != CALIBRATION_FORMAT_VERSION:
+        raise CalibrationError(f"{path}: calibration format {payload.get('format_version')} is not supported")
+    languages = {}
+    for lang, rows in payload["languages"].items():
+        if [row["finding"] for row in rows] != findings:
+            raise CalibrationError(f"{path}: its {lang} findings are not the bundle's findings in the bundle's order")
+        try:
+            languages[lang] = [FindingCalibration.from_dict(_nan_for_none(row)) for row in rows]
+        except (KeyError, TypeError, ValueError) as error:
+            raise CalibrationError(f"{path}: malformed calibration ({error})") from None
+    return BundleCalibration(languages, {k: v for k, v in entry.items() if k not in ("file", "sha256")})
+
+
+def _nan_for_none(row: dict) -> dict:
+    point = row.get("operating_point")
+    if point:
+        row = {**row, "operating_point": {k: (float("nan") if v is None else v) for k, v in point.items()}}
+    return row
