@@ -14,8 +14,8 @@ import csv
 import ast
 from pathlib import Path
 
+from ecgtool.bench.rate_pairs import compare_copies, find_pairs
 from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
-from ecgtool.rate_pairs import compare_copies, find_pairs
 from ecgtool.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]

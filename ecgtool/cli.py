@@ -540,8 +540,8 @@ def bench(
     """
     import torch
 
-    from ecgtool.bench import load_baseline, regressions, run_bench
-    from ecgtool.bench_report import plot_per_label, print_terminal, to_markdown
+    from ecgtool.bench.report import plot_per_label, print_terminal, to_markdown
+    from ecgtool.bench.run import load_baseline, regressions, run_bench
     from ecgtool.bundle import resolve_bundle
     from ecgtool.registry import load_registry
     from ecgtool.files import write_json_atomic, write_text_atomic
@@ -564,7 +564,7 @@ def bench(
     if reliability is not None:
         if not (result.get("calibration") or {}).get("languages"):
             raise EcgToolError(f"--reliability {reliability}: {bundle.directory} carries no calibration (run `ecgtool calibrate`)")
-        from ecgtool.bench_calibration import plot_reliability
+        from ecgtool.bench.calibration import plot_reliability
 
         plot_reliability(result["calibration"], reliability)
     if dropped:

@@ -24,7 +24,8 @@ RHYTHM_LEAD = "II"
 _CALIBRATION_MM = 5.0  # width of the 1 mV pulse drawn before each row (0.2 s)
 
 
-def _japanese_font():
+def japanese_font():
+    """Noto Sans CJK JP as matplotlib font properties (Japanese names on every plot)."""
     from matplotlib import font_manager
     from noto_cjk_sans_jp_regular import FONT_PATH
 
@@ -40,7 +41,7 @@ def plot_ecg(signal: np.ndarray, out_path: str | Path, title: str, finding_lines
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    font = _japanese_font()
+    font = japanese_font()
     # Display only: each lead's median is its baseline, as a cart's baseline filter would show it.
     signal = signal - np.median(signal, axis=1, keepdims=True)
     width_mm = _CALIBRATION_MM + 10.0 * MM_PER_SECOND

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from ecgtool.bench.rate_pairs import compare_copies, find_pairs
 from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
 from ecgtool.io.canonical import load_canonical
 from ecgtool.model import BandLimit, ModelConfig, ResNet1d, input_filters
-from ecgtool.rate_pairs import compare_copies, find_pairs
 from ecgtool.signal import CanonicalOptions
 
 RATE = 500

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from ecgtool.bench import published_per_label, published_superset, regressions
+from ecgtool.bench.run import published_per_label, published_superset, regressions
 from ecgtool.metrics import auroc, superset_accuracy, top1_confusions
 from ecgtool.bundle import DEFAULT_BUNDLE
 from ecgtool.registry import load_registry

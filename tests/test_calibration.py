@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ecgtool.bench import regressions
+from ecgtool.bench.run import regressions
 from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
 from ecgtool.calibrate import calibrate_bundle
 from ecgtool.calibration import (

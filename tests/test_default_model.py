@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 
-from ecgtool.bench import per_label_accuracy
+from ecgtool.bench.run import per_label_accuracy
 from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
 from ecgtool.model import ModelConfig, input_filters
 from ecgtool.predict import predict_record

@@ -22,7 +22,7 @@ from ecgtool.bundle import BUNDLE_JSON, DEFAULT_BUNDLE, TEXT_PROJECTION, TEXT_VE
 from ecgtool.embeddings import (EmbeddingsError, EmbeddingWriter, bundle_fingerprint, default_embeddings_path,
                                 embed_store, read_embeddings)
 from ecgtool.registry import load_registry
-from ecgtool.retrieval_bench import retrieval_figures, retrieval_markdown
+from ecgtool.bench.retrieval import retrieval_figures, retrieval_markdown
 from ecgtool.search import (Filters, SearchError, combine, finding_parts, like_file_parts, like_id_parts,
                             open_search_space, search, similarities, text_parts, top_rows)
 from ecgtool.files import file_sha256

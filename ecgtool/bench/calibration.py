@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.calibration import brier_score, counts_at, expected_calibration_error, reliability_bins
+from ecgtool.plot import save_figure
 
 MIN_POSITIVES = 10
 BINS = 10
@@ -186,8 +187,6 @@ def plot_reliability(calibration: dict, out_path: str | Path) -> Path:
     counts.set_ylabel("cells")
     counts.grid(alpha=0.3)
     figure.tight_layout()
-    from ecgtool.plot import save_figure
-
     return save_figure(figure, out_path)
 
 

@@ -1,7 +1,7 @@
-"""``ecgtool bench``: held-out figures of a bundle on a store split, beside the published ones.
+"""The bench run: every held-out figure of a bundle on a store split, beside the published ones.
 
 One function, ``run_bench``, computes everything into a plain dict (the ``--json`` output); the
-terminal tables, the Markdown and the plot are all rendered from that dict (``bench_report``), so
+terminal tables, the Markdown and the plot are all rendered from that dict (``bench.report``), so
 they cannot disagree. ``regressions`` compares its headline figures with a stored baseline.
 
 Protocols (written out in docs/bench.md):
@@ -18,10 +18,10 @@ Protocols (written out in docs/bench.md):
   superset class over the records the test counts; macro = mean over columns where defined.
 * Calibration (bundles that carry one): Brier score, expected calibration error and reliability
   of the probabilities of presence, and per finding sensitivity / specificity / PPV at the stored
-  operating point (``bench_calibration``).
+  operating point (``bench.calibration``).
 * Retrieval: precision at 10 / 50 of ``search --finding`` queries against the base rate, and the
   share of an ECG's 10 nearest neighbours (other patients) sharing a finding, against chance
-  (``retrieval_bench``).
+  (``bench.retrieval``).
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecgtool.bench_calibration import LOWER_IS_BETTER_PREFIX, calibration_figures
-from ecgtool.bench_calibration import headline as calibration_headline
+from ecgtool.bench.calibration import LOWER_IS_BETTER_PREFIX, calibration_figures
+from ecgtool.bench.calibration import headline as calibration_headline
+from ecgtool.bench.retrieval import retrieval_figures
 from ecgtool.bundle import DEFAULT_BUNDLE, Bundle, bundle_scores, check_store_matches
 from ecgtool.errors import EcgToolError
 from ecgtool.files import json_safe
 from ecgtool.metrics import macro_auroc, per_label_topk, superset_accuracy, top1_confusions
 from ecgtool.registry import Registry
-from ecgtool.retrieval_bench import retrieval_figures
 from ecgtool.split_embeddings import embed_split
 from ecgtool.store import Store
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from ecgtool import bench_calibration
-from ecgtool.bench import PAPER_SYSTEMS, SUPERSET_MODES
+from ecgtool.bench.calibration import operating_point_table, reliability_table, summary_table, uncalibrated_note
+from ecgtool.bench.retrieval import print_retrieval, retrieval_markdown
+from ecgtool.bench.run import PAPER_SYSTEMS, SUPERSET_MODES
+from ecgtool.plot import japanese_font, save_figure
 
 MODE_TITLES = {
     "prompt": "zero-shot class prompts (the paper's protocol)",
@@ -115,15 +117,15 @@ def calibration_sections(result: dict) -> list[tuple[str, tuple[list[str], list[
     where = f"fitted on {fitted.get('store')} {fitted.get('split')} ({fitted.get('records')} records)"
     warning = "  WARNING: scored on the records it was fitted on (in-sample)." if calibration.get("in_sample") else ""
     sections = [(f"Calibration of the probabilities of presence on {calibration['records']} {result['split']} records",
-                 bench_calibration.summary_table(calibration),
+                 summary_table(calibration),
                  f"{where}; operating point {(calibration.get('rules') or {}).get('operating_point')}; "
                  f"Brier and ECE over every (record, calibrated finding) cell.{warning}"),
                 (f"Reliability ({calibration['bins']} bins of predicted probability)",
-                 bench_calibration.reliability_table(calibration), "")]
+                 reliability_table(calibration), "")]
     for lang in calibration["languages"]:
         sections.append((f"Present/absent at the stored operating point ({lang} prompts)",
-                         bench_calibration.operating_point_table(calibration, lang),
-                         bench_calibration.uncalibrated_note(calibration, lang)))
+                         operating_point_table(calibration, lang),
+                         uncalibrated_note(calibration, lang)))
     return sections
 
 
@@ -168,8 +170,6 @@ def print_terminal(result: dict, console, dropped: list[str] | None = None) -> N
             table.add_row(*row)
         console.print(table)
     if result.get("retrieval"):
-        from ecgtool.retrieval_bench import print_retrieval
-
         print_retrieval(result["retrieval"], console)
     table = Table(title="Headline figures (points; AUROC × 100)", title_justify="left")
     for name in ("figure", "value", ""):
@@ -193,8 +193,6 @@ def to_markdown(result: dict, dropped: list[str] | None = None) -> str:
         table = [*_markdown_table(header, rows), ""] if header else []
         parts += [f"## {title}", "", *table, *([caption, ""] if caption else [])]
     if result.get("retrieval"):
-        from ecgtool.retrieval_bench import retrieval_markdown
-
         parts += ["## Retrieval (`ecgtool search`)", "", retrieval_markdown(result["retrieval"])]
     parts += ["## Headline figures (points; AUROC × 100)", "",
               *_markdown_table(["figure", "value", ""], headline_rows(result, dropped)), ""]
@@ -218,12 +216,10 @@ def plot_per_label(result: dict, out_path: str | Path, lang: str | None = None) 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ecgtool.plot import _japanese_font
-
     lang = lang or result["languages"][0]
     rows = [row for row in result["per_label"]["labels"] if row["ours"][lang]["count"] or (row["paper"] or {}).get("count")]
     rows.sort(key=lambda row: ((row["paper"] or {}).get("count") or 0, row["ours"][lang]["count"]))
-    font = _japanese_font()
+    font = japanese_font()
     height = max(3.0, 0.32 * len(rows) + 1.5)
     figure, axes = plt.subplots(figsize=(11, height))
     positions = range(len(rows))
@@ -249,6 +245,4 @@ def plot_per_label(result: dict, out_path: str | Path, lang: str | None = None) 
     axes.legend(loc="lower right", fontsize=8)
     axes.grid(axis="x", alpha=0.3)
     figure.tight_layout()
-    from ecgtool.plot import save_figure
-
     return save_figure(figure, out_path)
