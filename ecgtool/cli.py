@@ -116,17 +116,16 @@ def labels(
 
     Example: ecgtool labels --lang both --superset rhythm
     """
-    from ecgtool.registry import load_registry
+    from ecgtool.registry import load_registry, parse_languages
 
     registry = load_registry(registry_path)
-    if lang not in ("ja", "en", "both"):
-        raise typer.BadParameter("--lang must be ja, en or both")
+    langs = parse_languages(lang)
     table = Table(title=f"findings.yaml v{registry.version} ({registry.hash}): {len(registry)} findings")
     table.add_column("#", justify="right")
     table.add_column("id", overflow="fold")
-    if lang in ("ja", "both"):
+    if "ja" in langs:
         table.add_column("日本語", overflow="fold")
-    if lang in ("en", "both"):
+    if "en" in langs:
         table.add_column("English", overflow="fold")
     for test in registry.supersets:
         table.add_column(test, overflow="fold")
@@ -135,7 +134,7 @@ def labels(
         classes = {test: finding.supersets.get(test, ()) for test in registry.supersets}
         if superset and not (classes.get(superset) or any(superset in ids for ids in classes.values())):
             continue
-        names = ([finding.ja] if lang in ("ja", "both") else []) + ([finding.en] if lang in ("en", "both") else [])
+        names = [finding.name(lang) for lang in langs]
         table.add_row(str(finding.index), finding.id, *names, *(", ".join(ids) for ids in classes.values()))
         shown += 1
     if superset and not shown:
@@ -238,12 +237,11 @@ def embed_labels(
 
     Example: ecgtool embed-labels --model models/MedLlama3-JP-v2 --store stores/ptbxl --device cuda
     """
-    from ecgtool.registry import load_registry
+    from ecgtool.registry import load_registry, parse_languages
     from ecgtool.store import Store
     from ecgtool.text import collect_prompts, embed_prompts
 
-    if lang not in ("ja", "en", "both"):
-        raise EcgToolError(f"--lang {lang}: expected ja, en or both")
+    langs = parse_languages(lang)
     if pooling not in ("mean", "last"):
         raise EcgToolError(f"--pooling {pooling}: expected mean or last")
     if out is None:
@@ -251,7 +249,6 @@ def embed_labels(
             raise EcgToolError("--out is required when no --store is given")
         out = store / "text-cache"
     registry = load_registry()
-    langs = ("ja", "en") if lang == "both" else (lang,)
     prompts = collect_prompts(registry, Store(store) if store is not None else None, langs)
     with rate_progress("embed", "prompts") as show:
         result = embed_prompts(model, prompts, out, pooling, layer, batch_size, device, registry, show)
@@ -441,13 +438,15 @@ def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: boo
     probability of presence and call."""
     from rich import box
 
+    from ecgtool.registry import CALL_WORDS, FINDING_HEADER
+
     what = f"superset {superset}" if superset else "findings"
     if prediction.report is not None:
         output.print(escape(prediction.report), highlight=False)
     output.print(f"{escape(prediction.record_id)}: top {len(prediction.findings)} {what} by score", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right")
-    table.add_column("所見" if lang == "ja" else "finding", overflow="fold", min_width=20)
+    table.add_column(FINDING_HEADER[lang], overflow="fold", min_width=20)
     table.add_column("score", justify="right", no_wrap=True)
     if prediction.calibrated:
         table.add_column("P(present)", justify="right", no_wrap=True)
@@ -457,7 +456,7 @@ def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: boo
     for rank, finding in enumerate(prediction.findings, start=1):
         cells = [str(rank), escape(finding.name), f"{finding.score:.3f}"]
         if prediction.calibrated:
-            cells += ["–" if finding.probability is None else f"{finding.probability:.1%}", _call_text(finding, lang)]
+            cells += ["–" if finding.probability is None else f"{finding.probability:.1%}", CALL_WORDS[lang][finding.present]]
         if show_ids:
             cells.append(finding.id)
         table.add_row(*cells)
@@ -467,13 +466,6 @@ def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: boo
         if uncalibrated:
             output.print(f"–: too few validation records with the finding to calibrate it ({uncalibrated} shown)",
                          highlight=False)
-
-
-CALL_TEXT = {"ja": {True: "あり", False: "なし", None: "判定なし"}, "en": {True: "present", False: "absent", None: "not called"}}
-
-
-def _call_text(finding, lang: str) -> str:
-    return CALL_TEXT[lang][finding.present]
 
 
 def _plot_lines(prediction, lang: str) -> list[str]:
@@ -543,11 +535,11 @@ def bench(
     from ecgtool.bench.report import plot_per_label, print_terminal, to_markdown
     from ecgtool.bench.run import load_baseline, regressions, run_bench
     from ecgtool.bundle import resolve_bundle
-    from ecgtool.registry import load_registry
     from ecgtool.files import write_json_atomic, write_text_atomic
+    from ecgtool.registry import load_registry, parse_languages
     from ecgtool.store import Store
 
-    languages = ("ja", "en") if lang == "both" else (lang,)
+    languages = parse_languages(lang)
     registry = load_registry()
     torch_device = resolve_device(device)
     bundle = resolve_bundle(model, registry).to(torch_device)

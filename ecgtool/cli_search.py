@@ -82,14 +82,13 @@ def register_search_commands(app) -> None:
         from ecgtool.devices import resolve_device
         from ecgtool.errors import EcgToolError
         from ecgtool.bundle import resolve_bundle
-        from ecgtool.registry import load_registry
+        from ecgtool.registry import load_registry, parse_languages
         from ecgtool.search import (Filters, finding_parts, like_file_parts, like_id_parts, open_search_space,
                                     plot_hits, resolve_finding, result_as_dict, search as run_search, text_parts,
                                     write_hits_csv)
         from ecgtool.store import Store
 
-        if lang not in ("ja", "en", "both"):
-            raise EcgToolError(f"--lang {lang}: expected ja, en or both")
+        parse_languages(lang)
         if text and lm is None:
             raise EcgToolError("--text needs --lm: the language model the bundle was trained with")
         if not (finding or text or like or like_id):
@@ -122,6 +121,7 @@ def register_search_commands(app) -> None:
 def _print_hits(output, result, registry, lang: str) -> None:
     from rich.table import Table
 
+    from ecgtool.registry import NAME_SEPARATOR
     from ecgtool.search import finding_names
 
     what = " + ".join(part.label if part.kind != "finding" else finding_names(registry, [part.label], lang)[0]
@@ -130,7 +130,7 @@ def _print_hits(output, result, registry, lang: str) -> None:
                         f"({result.searched} in the store)")
     for column in ("#", "record", "patient", "split", "score", "cosine", "stored findings"):
         table.add_column(column, justify="right" if column in ("#", "score", "cosine") else "left", overflow="fold")
-    separator = "、" if lang == "ja" else ", "
+    separator = NAME_SEPARATOR[lang]
     for hit in result.hits:
         table.add_row(str(hit.rank), hit.record_id, hit.patient_id, hit.split, f"{hit.score:.3f}",
                       " / ".join(f"{c:.3f}" for c in hit.cosines),

@@ -37,14 +37,10 @@ from ecgtool.fast_encoder import FastEncoder
 from ecgtool.io.canonical import load_canonical, read_canonical_or_reason
 from ecgtool.io.discover import find_records
 from ecgtool.output_lock import exclusive_output
-from ecgtool.registry import Registry, load_registry
+from ecgtool.registry import NOTHING_PRESENT, Registry, load_registry, parse_language
 from ecgtool.signal import CanonicalOptions
 
 PREDICT_SCHEMA_VERSION = 2
-NOTHING_PRESENT = {
-    "ja": "この心電図に、判定基準を満たす所見はない。",
-    "en": "This ECG shows no finding above its operating point.",
-}
 
 
 class PredictError(EcgToolError):
@@ -130,8 +126,7 @@ def report_line(present_ids: list[str], lang: str, registry: Registry) -> str:
 
 def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, registry,
                  all_probabilities: bool = False) -> list[Prediction]:
-    if lang not in ("ja", "en"):
-        raise PredictError(f"--lang {lang}: expected ja or en")
+    parse_language(lang)
     ids, names = _names(bundle, registry, lang, superset)
     similarity, share = bundle_scores(bundle, embeddings, lang, superset)
     calibrated = calibrated_columns(bundle, similarity, lang) if superset is None else None

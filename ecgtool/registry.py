@@ -5,6 +5,11 @@ the multi-hot index order, so it is validated strictly on load and identified by
 hash that checkpoints can record. See ``docs/registry.md`` for the schema and the clinical
 decisions behind the mappings.
 
+The registry's languages (``LANGUAGES``) are the languages of every command: ``parse_languages``
+and ``parse_language`` read a ``--lang`` value, and the words ecgtool prints in each language
+beside the registry's names (present / absent, the column header, the name separator, the
+report line when nothing is present) are kept here with them.
+
 Examples
 --------
 >>> registry = load_registry()
@@ -31,12 +36,19 @@ from typing import Any
 import numpy as np
 import yaml
 
+from ecgtool.errors import EcgToolError
 from ecgtool.exclusions import ExclusionRules, parse_exclusions
 
 __all__ = [
+    "BOTH",
+    "CALL_WORDS",
+    "FINDING_HEADER",
     "FINDING_COUNT",
     "LANGUAGES",
+    "NAME_SEPARATOR",
+    "NOTHING_PRESENT",
     "Finding",
+    "LanguageError",
     "PromptTemplate",
     "Registry",
     "RegistryError",
@@ -44,11 +56,23 @@ __all__ = [
     "Vocabulary",
     "load_registry",
     "normalize_term",
+    "parse_language",
+    "parse_languages",
 ]
 
 FINDING_COUNT = 98
 LANGUAGES = ("ja", "en")
+BOTH = "both"  # every language of LANGUAGES, where a command can use several
 PLACEHOLDER = "{findings}"
+
+# What ecgtool prints in each language beside the registry's own names and templates.
+NOTHING_PRESENT = {
+    "ja": "この心電図に、判定基準を満たす所見はない。",
+    "en": "This ECG shows no finding above its operating point.",
+}
+CALL_WORDS = {"ja": {True: "あり", False: "なし", None: "判定なし"}, "en": {True: "present", False: "absent", None: "not called"}}
+FINDING_HEADER = {"ja": "所見", "en": "finding"}
+NAME_SEPARATOR = {"ja": "、", "en": ", "}
 
 _ID_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")
 _SEMVER_PATTERN = re.compile(r"\d+\.\d+\.\d+(?:-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
@@ -89,6 +113,26 @@ class RegistryError(ValueError):
         self.problem = problem
         location = f"{path}:{line}" if line is not None else f"{path}"
         super().__init__(f"{location}: {problem}")
+
+
+class LanguageError(EcgToolError):
+    """A ``--lang`` value that names no language of the registry."""
+
+
+def parse_languages(value: str) -> tuple[str, ...]:
+    """The languages a ``--lang`` value names: one of ``LANGUAGES``, or all of them for ``both``."""
+    if value == BOTH:
+        return LANGUAGES
+    if value in LANGUAGES:
+        return (value,)
+    raise LanguageError(f"--lang {value}: expected {', '.join(LANGUAGES)} or {BOTH}")
+
+
+def parse_language(value: str) -> str:
+    """A ``--lang`` value that must name one language (a reading is printed in one)."""
+    if value not in LANGUAGES:
+        raise LanguageError(f"--lang {value}: expected {' or '.join(LANGUAGES)}")
+    return value
 
 
 @dataclass(frozen=True)

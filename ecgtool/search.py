@@ -32,7 +32,7 @@ import torch
 from ecgtool.bundle import Bundle, canonical_options, check_store_matches
 from ecgtool.embeddings import default_embeddings_path, read_embeddings
 from ecgtool.errors import EcgToolError
-from ecgtool.registry import Registry
+from ecgtool.registry import BOTH, Registry, parse_language
 from ecgtool.files import write_text_atomic
 from ecgtool.io.canonical import load_canonical
 from ecgtool.store import Store, read_shard
@@ -136,9 +136,9 @@ def resolve_finding(registry: Registry, term: str):
 
 def query_languages(bundle: Bundle, lang: str) -> tuple[str, ...]:
     available = tuple(bundle.description.get("languages", ("ja",)))
-    if lang == "both":
+    if lang == BOTH:
         return available
-    if lang not in available:
+    if parse_language(lang) not in available:
         raise SearchError(f"--lang {lang}: the bundle {bundle.directory} has label vectors in {', '.join(available)} only")
     return (lang,)
 

@@ -44,7 +44,7 @@ from ecgtool.weight_average import WeightAverage
 from ecgtool.metrics import auroc, per_label_topk
 from ecgtool.output_lock import writes_output
 from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig, input_filters
-from ecgtool.registry import Registry, load_registry
+from ecgtool.registry import Registry, load_registry, parse_languages
 from ecgtool.signal import SAMPLING_RATE
 from ecgtool.store import Store
 from ecgtool.text_cache import TextCache, load_text_cache
@@ -54,7 +54,6 @@ from ecgtool.training_data import (
     check_compatible,
     load_split,
     split_fits_in_memory,
-    training_languages,
 )
 from ecgtool.training_text import choose_texts
 
@@ -231,7 +230,7 @@ def train(
     if len(train_data) < config.batch_size:
         raise TrainError(f"{store.directory}: {len(train_data)} training records, fewer than one batch of {config.batch_size}")
     train_data = train_data.to(device) if _fits_on(device, train_data) else train_data
-    label_rows = torch.tensor([cache.label_rows(registry, lang) for lang in training_languages(config.lang)])
+    label_rows = torch.tensor([cache.label_rows(registry, lang) for lang in parse_languages(config.lang)])
     if config.select_by not in SELECTION_FIGURES:
         raise TrainError(f"select-by must be one of {', '.join(SELECTION_FIGURES)}, got {config.select_by!r}")
     if not 0.0 <= config.label_prompt_prob <= 1.0:
@@ -242,7 +241,7 @@ def train(
         raise TrainError(f"label loss weight must be 0 or more, got {config.label_loss_weight}")
     if not 0.0 <= config.ema_decay < 1.0:
         raise TrainError(f"EMA decay must be in [0, 1), got {config.ema_decay}")
-    prompts = label_prompts(registry, cache, training_languages(config.lang)) if config.label_loss_weight else None
+    prompts = label_prompts(registry, cache, parse_languages(config.lang)) if config.label_loss_weight else None
     label_targets = prompts.targets(train_data.findings) if prompts is not None else None
 
     _seed_everything(config.seed)

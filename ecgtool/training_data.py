@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ecgtool.errors import EcgToolError
-from ecgtool.registry import Registry
+from ecgtool.registry import Registry, parse_languages
 from ecgtool.store import Store, read_shard
 from ecgtool.text_cache import TextCache
 
@@ -120,15 +120,6 @@ def split_fits_in_memory(store: Store, split: str, fraction: float = 0.5) -> boo
     return needed < fraction * available
 
 
-def training_languages(lang: str) -> tuple[str, ...]:
-    """``ja``, ``en`` or ``both`` (a record's prompt in either language, drawn per step)."""
-    if lang == "both":
-        return ("ja", "en")
-    if lang not in ("ja", "en"):
-        raise TrainingDataError(f"language must be ja, en or both, got {lang!r}")
-    return (lang,)
-
-
 def load_split(
     store: Store, split: str, cache: TextCache, lang: str, max_records: int | None = None, with_signals: bool = True
 ) -> SplitData:
@@ -139,7 +130,7 @@ def load_split(
     cache is an error naming the record. With ``with_signals=False`` the samples stay on disk
     and ``locations`` says where each record's are (see ``StreamedSignals``).
     """
-    langs = training_languages(lang)
+    langs = parse_languages(lang)
     record_ids: list[str] = []
     signals: list[np.ndarray] = []
     findings: list[np.ndarray] = []

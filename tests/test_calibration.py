@@ -26,8 +26,8 @@ from ecgtool.calibration import (
 )
 from ecgtool.calibration_file import CalibrationError
 from ecgtool.cli import app
-from ecgtool.predict import NOTHING_PRESENT, ReadingOptions, predict_directory, predict_record, report_line
-from ecgtool.registry import load_registry
+from ecgtool.predict import ReadingOptions, predict_directory, predict_record, report_line
+from ecgtool.registry import NOTHING_PRESENT, load_registry
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples" / "ptb-xl"

@@ -42,12 +42,11 @@ from ecgtool.bundle import DEFAULT_BUNDLE, Bundle, bundle_scores, check_store_ma
 from ecgtool.errors import EcgToolError
 from ecgtool.files import json_safe
 from ecgtool.metrics import macro_auroc, per_label_topk, superset_accuracy, top1_confusions
-from ecgtool.registry import Registry
+from ecgtool.registry import LANGUAGES, Registry, parse_language
 from ecgtool.split_embeddings import embed_split
 from ecgtool.store import Store
 
 BENCH_FORMAT_VERSION = 1
-LANGUAGES = ("ja", "en")
 SUPERSET_MODES = ("prompt", "aggregated")
 PAPER_SYSTEMS = {"medllama3_jp_v2": "MedLlama3-JP-v2", "swallow": "Llama-3-Swallow"}
 
@@ -127,9 +126,7 @@ def _check_inputs(bundle: Bundle, store: Store, registry: Registry, split: str, 
     if store.counts().get(split, {}).get("records", 0) == 0:
         raise BenchError(f"{store.directory}: the {split} split is empty (nothing to benchmark)")
     store.verify(split)
-    for lang in languages:
-        if lang not in LANGUAGES:
-            raise BenchError(f"--lang {lang}: expected ja, en or both")
+    for lang in map(parse_language, languages):
         if f"label/{lang}" not in bundle.text:
             raise BenchError(f"{bundle.directory}: no {lang} label prompt vectors in this bundle")
 
