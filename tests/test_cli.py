@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -44,3 +45,34 @@ def test_ingest_shipped_examples_and_rerun(tmp_path):
     assert manifest["counts"]["test"] == {"records": 4, "patients": 4, "labelled": 4}
     again = runner.invoke(app, args)
     assert again.exit_code == 0 and "nothing to convert" in again.output
+
+
+def test_every_train_recipe_field_is_an_option_with_the_same_default():
+    """``ecgtool train``'s options build ``TrainConfig`` field by field: each field has an option
+    whose default is the field's (but the library-only ones), and the command has no other."""
+    import dataclasses
+
+    import typer
+
+    from ecgtool.cli import training
+    from ecgtool.train import TrainConfig
+
+    options = {name: parameter.default for name, parameter in inspect.signature(training.train).parameters.items()
+               if isinstance(parameter.default, typer.models.OptionInfo)}
+    for field in dataclasses.fields(TrainConfig):
+        if field.name in training.LIBRARY_ONLY_FIELDS:
+            continue
+        option = options.pop(training.PARAMETER_OF_FIELD.get(field.name, field.name), None)
+        assert option is not None, f"TrainConfig.{field.name} has no train option"
+        assert option.default == field.default, f"--{field.name.replace('_', '-')}: {option.default!r} != {field.default!r}"
+    assert set(options) == {"store", "text_cache", "out", "resume"}  # where to read and write, not the recipe
+    defaults = {training.PARAMETER_OF_FIELD.get(f.name, f.name): f.default for f in dataclasses.fields(TrainConfig)}
+    assert training.train_config(defaults) == TrainConfig()
+
+
+def test_python_m_ecgtool_cli_runs_the_command_line():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "ecgtool.cli", "labels", "--lang", "xx"], capture_output=True, text=True)
+    assert done.returncode == 1 and done.stderr.strip() == "error: --lang xx: expected ja, en or both"

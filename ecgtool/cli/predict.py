@@ -1,0 +1,121 @@
+"""``ecgtool predict``: read ECGs, one record as a table (or JSON, or a picture), directories into a file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ecgtool.cli.common import console, device_option, one_line_errors, output, rate_progress
+from ecgtool.errors import EcgToolError
+
+
+@one_line_errors
+def predict(
+    inputs: list[Path] = typer.Argument(..., help="A record (WFDB .hea/.dat/.mat, MFER, vendor XML, DICOM, SCP-ECG), or directories / list files for batch scoring."),
+    top: int = typer.Option(5, "--top", "-k", help="How many findings (or classes) to show, by score.", min=1),
+    lang: str = typer.Option("ja", "--lang", help="ja or en."),
+    model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle (default: the one shipped with ecgtool)."),
+    superset: Optional[str] = typer.Option(None, "--superset", help="Zero-shot superset scores instead: superclass, rhythm or mitbih."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table (single record; schema in docs/predict.md)."),
+    show_ids: bool = typer.Option(False, "--ids", help="Add the findings' registry ids to the table."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Draw the 12-lead ECG with its report line and findings to this PNG (single record)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch output .csv or .jsonl (directories); re-runs resume."),
+    all_probabilities: bool = typer.Option(False, "--all-probabilities", help="Batch output: also one probability column per finding (98)."),
+    embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Batch: also append each record's ECG embedding to this file (.h5, for `ecgtool search`)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Records per forward pass (default: 1024 on CUDA, compiled bf16; 64 on the CPU).", min=1),
+    workers: int = typer.Option(0, "--workers", "-j", help="Processes reading records (0: one per core on CUDA; on CPU, read in-process).", min=0),
+    device: str = device_option(),
+):
+    """Read ECGs: top-k findings by score, each with its calibrated probability of presence and a
+    present/absent call, and the report line of the findings called present.
+
+    Example: ecgtool predict examples/ptb-xl/00172_hr.hea --top 5
+    """
+    from ecgtool.bundle import canonical_options, resolve_bundle
+    from ecgtool.devices import resolve_device
+    from ecgtool.io.canonical import load_canonical
+    from ecgtool.predict import ReadingOptions, predict_directory, predict_signal, prediction_as_dict
+
+    torch_device = resolve_device(device)
+    bundle = resolve_bundle(model).to(torch_device)
+    single = len(inputs) == 1 and not inputs[0].is_dir() and inputs[0].suffix.lower() not in (".txt", ".lst", ".list")
+    if bundle.calibration is None and superset is None:
+        console.print(f"note: {escape(str(bundle.directory))} carries no calibration: scores only, no probability of "
+                      "presence or report line (run `ecgtool calibrate`)", highlight=False, soft_wrap=True)
+    if single:
+        record_id, signal = load_canonical(inputs[0], canonical_options(bundle))  # read once: scores and plot
+        prediction = predict_signal(record_id, str(inputs[0]), signal, bundle, top, lang, superset, device=torch_device)
+        if as_json:
+            output.print_json(data=prediction_as_dict(prediction, bundle))
+        else:
+            _print_reading(prediction, lang, superset, show_ids)
+        if plot is not None:
+            from ecgtool.plot import plot_ecg
+
+            plot_ecg(signal, plot, f"{prediction.record_id} — 25 mm/s, 10 mm/mV — ecgtool", _plot_lines(prediction, lang))
+            output.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
+        return
+    if out is None:
+        raise EcgToolError("--out FILE.csv|FILE.jsonl is required when scoring directories")
+    reading = ReadingOptions(top, lang, superset, all_probabilities)
+    with rate_progress("predict", "records") as show:
+        result = predict_directory(inputs, out, bundle, reading, batch_size, workers, torch_device, progress=show,
+                                   embeddings=embeddings)
+    output.print(
+        f"scored {result.scored} records ({result.records_per_second:,.0f} records/s), skipped {result.skipped}, "
+        f"{result.already_done} already in {result.output}; skip list: {result.output}.skipped.csv",
+        highlight=False, soft_wrap=True,
+    )
+    if embeddings is not None:
+        output.print(f"embeddings in {embeddings}" + (f"; {result.embeddings_not_added} records not added: their record id "
+                     "was already in the file (ids must be unique there)" if result.embeddings_not_added else ""),
+                     highlight=False, soft_wrap=True)
+
+
+def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: bool) -> None:
+    """The reading of one record in 80 columns: the report line, then the top findings with score,
+    probability of presence and call."""
+    from rich import box
+
+    from ecgtool.registry import CALL_WORDS, FINDING_HEADER
+
+    what = f"superset {superset}" if superset else "findings"
+    if prediction.report is not None:
+        output.print(escape(prediction.report), highlight=False)
+    output.print(f"{escape(prediction.record_id)}: top {len(prediction.findings)} {what} by score", highlight=False)
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column(FINDING_HEADER[lang], overflow="fold", min_width=20)
+    table.add_column("score", justify="right", no_wrap=True)
+    if prediction.calibrated:
+        table.add_column("P(present)", justify="right", no_wrap=True)
+        table.add_column("call", no_wrap=True)
+    if show_ids:
+        table.add_column("id", no_wrap=True, overflow="ellipsis", max_width=24)
+    for rank, finding in enumerate(prediction.findings, start=1):
+        cells = [str(rank), escape(finding.name), f"{finding.score:.3f}"]
+        if prediction.calibrated:
+            cells += ["–" if finding.probability is None else f"{finding.probability:.1%}", CALL_WORDS[lang][finding.present]]
+        if show_ids:
+            cells.append(finding.id)
+        table.add_row(*cells)
+    output.print(table)
+    if prediction.calibrated:
+        uncalibrated = sum(f.probability is None for f in prediction.findings)
+        if uncalibrated:
+            output.print(f"–: too few validation records with the finding to calibrate it ({uncalibrated} shown)",
+                         highlight=False)
+
+
+def _plot_lines(prediction, lang: str) -> list[str]:
+    """The lines printed on the ECG picture: the report line and the findings called present
+    with their probabilities (the top findings by score for an uncalibrated bundle)."""
+    if prediction.report is None:
+        return [f"{rank}. {f.name}  (score {f.score:.3f})" for rank, f in enumerate(prediction.findings, start=1)]
+    lines = [prediction.report]
+    lines += [f"• {f.name}  {f.probability:.0%}" for f in prediction.present]
+    return lines
