@@ -184,8 +184,10 @@ class Bundle:
         return torch.nn.functional.normalize(self.projection(self.encoder(signals)), dim=-1)
 
 
-def load_bundle(directory: str | Path, registry: Registry | None = None) -> Bundle:
-    """Load a bundle, refusing one made for another registry or canonical form."""
+def load_bundle(directory: str | Path, registry: Registry | None = None, with_calibration: bool = True) -> Bundle:
+    """Load a bundle, refusing one made for another registry or canonical form (and, unless
+    ``with_calibration`` is False, one whose calibration cannot be trusted: what ``calibrate``
+    loads, since it replaces the calibration)."""
     directory = Path(directory)
     if not (directory / BUNDLE_JSON).is_file():
         raise BundleError(f"{directory}: not an ecgtool model bundle (no {BUNDLE_JSON})")
@@ -218,7 +220,7 @@ def load_bundle(directory: str | Path, registry: Registry | None = None) -> Bund
         if vectors.ndim != 2 or vectors.shape != (expected, config.embed_dim) or not torch.isfinite(vectors).all():
             raise BundleError(f"{directory / TEXT_VECTORS}: {key} holds {tuple(vectors.shape)} vectors, "
                               f"expected {expected} finite vectors of {config.embed_dim}")
-    entry = description.get("calibration")
+    entry = description.get("calibration") if with_calibration else None
     calibration = (load_calibration(directory, entry, description["findings"], weight_checksums(directory, description))
                    if entry else None)
     return Bundle(directory, description, encoder, projection, text, calibration=calibration,
@@ -311,6 +313,24 @@ def _load_checked(directory: Path, name: str, description: dict) -> dict:
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise BundleError(f"{path}: {key} holds NaN or infinite values")
     return tensors
+
+
+# The reading: what predict ranks, calibrates and calls with, whatever the output language.
+READING_SCORE = "mean over the bundle's languages of the cosine similarity of the ECG embedding to the label prompt"
+
+
+def reading_scores(bundle: Bundle, embeddings: torch.Tensor, superset: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The language-independent score of every finding (or superset class): the mean over the
+    bundle's languages of the cosine similarity to its prompt in that language, and its softmax
+    at the trained temperature, ``(B, n_classes)`` each. One ECG gets one reading; the output
+    language changes the words only (docs/predict.md)."""
+    keys = [f"label/{lang}" if superset is None else f"superset/{superset}/{lang}" for lang in bundle.description["languages"]]
+    missing = [key for key in keys if key not in bundle.text]
+    if missing:
+        raise BundleError(f"{bundle.directory}: no {missing[0]} prompt vectors")
+    similarity = embeddings @ torch.stack([bundle.text[key] for key in keys]).mean(dim=0).T
+    probabilities = torch.softmax(bundle.logit_scale * similarity, dim=-1)
+    return similarity.cpu().numpy(), probabilities.cpu().numpy()
 
 
 def bundle_scores(bundle: Bundle, embeddings: torch.Tensor, lang: str, superset: str | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -7,13 +7,14 @@ The fitting rules are ``ecgtool.calibration``'s; the file and its checks ``ecgto
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from ecgtool.bundle import BUNDLE_JSON, bundle_scores, export_bundle, load_bundle, record_calibration, weight_checksums
+from ecgtool.bundle import BUNDLE_JSON, READING_SCORE, reading_scores, export_bundle, load_bundle, record_calibration, weight_checksums
 from ecgtool.calibration import (
     CALIBRATION_FORMAT_VERSION,
     ISOTONIC_MIN,
@@ -35,9 +36,12 @@ NEVER_CALIBRATE_ON = ("test",)
 def calibrate_bundle(bundle_dir: str | Path, store: str | Path, split: str = "val",
                      min_positives: int = MIN_POSITIVES, isotonic_min: int = ISOTONIC_MIN,
                      rule: str = "max_f1", target_sensitivity: float | None = None, min_f1: float = MIN_F1,
-                     device: torch.device = torch.device("cpu")) -> dict:
+                     device: torch.device = torch.device("cpu"), force: bool = False) -> dict:
     """Fit every finding's calibration on ``split`` of ``store`` and write it into the bundle
     (one writer at a time: the bundle directory is locked while it is written).
+
+    A calibration that calibrates fewer findings than the one the bundle carries (a small val
+    split) is refused, naming what would be lost, unless ``force``.
 
     Returns the ``calibration`` entry written to ``bundle.json``.
 
@@ -56,16 +60,17 @@ def calibrate_bundle(bundle_dir: str | Path, store: str | Path, split: str = "va
     if target_sensitivity is not None and not 0.0 < target_sensitivity <= 1.0:
         raise CalibrationError(f"target sensitivity {target_sensitivity:g}: expected a fraction in (0, 1]")
     return _calibrate_locked(bundle_dir, Store(store), split, min_positives, isotonic_min, rule, target_sensitivity,
-                             min_f1, device)
+                             min_f1, device, force)
 
 
 @writes_output("bundle_dir", is_directory=True)
 def _calibrate_locked(bundle_dir: Path, store: Store, split: str, min_positives: int, isotonic_min: int,
-                      rule: str, target_sensitivity: float | None, min_f1: float, device: torch.device) -> dict:
+                      rule: str, target_sensitivity: float | None, min_f1: float, device: torch.device,
+                      force: bool = False) -> dict:
     if split in NEVER_CALIBRATE_ON:
         raise CalibrationError(f"{store.directory}: calibration is never fitted on the {split} split "
                                "(it is where calibration is measured); use --split val")
-    bundle = load_bundle(bundle_dir).to(device)
+    bundle = load_bundle(bundle_dir, with_calibration=False).to(device)
     fingerprint = weight_checksums(bundle_dir, bundle.description)
     if store.counts().get(split, {}).get("records", 0) == 0:
         raise CalibrationError(f"{store.directory}: the {split} split is empty (nothing to calibrate on)")
@@ -76,12 +81,9 @@ def _calibrate_locked(bundle_dir: Path, store: Store, split: str, min_positives:
         raise CalibrationError(f"{store.directory}: no record of the {split} split has a finding (ingest it with labels)")
     # Records without any finding carry no label at all (no report): they are not negatives.
     embeddings, findings = embeddings[labelled], findings[labelled]
-    languages = {}
-    for lang in bundle.description["languages"]:
-        scores, _ = bundle_scores(bundle, torch.from_numpy(embeddings).to(device), lang)
-        languages[lang] = fit_all(bundle.findings, scores, findings, min_positives=min_positives,
-                                  isotonic_min=isotonic_min, rule=rule, target_sensitivity=target_sensitivity,
-                                  min_f1=min_f1)
+    scores, _ = reading_scores(bundle, torch.from_numpy(embeddings).to(device))
+    calibrations = fit_all(bundle.findings, scores, findings, min_positives=min_positives, isotonic_min=isotonic_min,
+                           rule=rule, target_sensitivity=target_sensitivity, min_f1=min_f1)
     entry = {
         "format_version": CALIBRATION_FORMAT_VERSION,
         "fitted_on": {"store": store.directory.name, "split": split, "records": int(labelled.sum()),
@@ -89,18 +91,42 @@ def _calibrate_locked(bundle_dir: Path, store: Store, split: str, min_positives:
                       "registry_hash": store.registry_hash,
                       "record_ids_sha256": hashlib.sha256("\n".join(np.asarray(record_ids)[labelled]).encode()).hexdigest()},
         "weights": fingerprint,
-        "feature": "cosine similarity of the ECG embedding to the finding's label prompt",
+        "feature": READING_SCORE,
+        "languages": list(bundle.description["languages"]),
         "rules": {"min_positives": min_positives, "isotonic_min": isotonic_min,
                   "methods": "platt below isotonic_min positives or negatives, isotonic from there",
                   "operating_point": {"probability": f"probability>={PRESENT_PROBABILITY:g}", "max_f1": "max_f1",
                                       "sensitivity": f"sensitivity>={target_sensitivity}"}[rule],
                   "min_f1": min_f1},
-        "calibrated_findings": {lang: sum(c.calibrated for c in cals) for lang, cals in languages.items()},
-        "findings_with_operating_point": {lang: sum(c.operating_point is not None for c in cals)
-                                          for lang, cals in languages.items()},
+        "calibrated_findings": sum(c.calibrated for c in calibrations),
+        "findings_with_operating_point": sum(c.operating_point is not None for c in calibrations),
     }
-    record_calibration(bundle_dir, *write_calibration_file(bundle_dir, entry, languages), entry)
+    if not force:
+        _refuse_losing_findings(bundle_dir, bundle.description.get("calibration"), calibrations)
+    record_calibration(bundle_dir, *write_calibration_file(bundle_dir, entry, calibrations), entry)
     return entry
+
+
+def _refuse_losing_findings(bundle_dir: Path, previous: dict | None, calibrations) -> None:
+    """One line naming what a new calibration would drop, when it calibrates fewer findings than
+    the bundle's current one (whose count ``bundle.json`` records; per language before format 2)."""
+    if not previous:
+        return
+    counts = previous.get("calibrated_findings")
+    before = max(counts.values()) if isinstance(counts, dict) else int(counts or 0)
+    after = sum(c.calibrated for c in calibrations)
+    if after >= before:
+        return
+    lost = ""
+    try:
+        rows = json.loads((bundle_dir / previous["file"]).read_text(encoding="utf-8")).get("findings") or []
+        now = {c.finding for c in calibrations if c.calibrated}
+        names = [row["finding"] for row in rows if row.get("method") and row["finding"] not in now]
+        lost = f" (no longer calibrated: {', '.join(names[:8])}{f' and {len(names) - 8} more' if len(names) > 8 else ''})" if names else ""
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    raise CalibrationError(f"{bundle_dir}: the new calibration calibrates {after} findings, the bundle's current one "
+                           f"{before}{lost}: kept the current one; pass --force to replace it anyway")
 
 
 def calibrate_if_possible(bundle_dir: Path, store: Store, device: torch.device = torch.device("cpu"),

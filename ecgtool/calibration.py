@@ -35,7 +35,7 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-CALIBRATION_FORMAT_VERSION = 1
+CALIBRATION_FORMAT_VERSION = 2  # 2: one calibration of the language-independent reading score (1: one per language)
 MIN_POSITIVES = 10
 ISOTONIC_MIN = 100
 MIN_F1 = 0.2

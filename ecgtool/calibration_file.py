@@ -27,20 +27,20 @@ class CalibrationError(EcgToolError):
 
 @dataclass(frozen=True)
 class BundleCalibration:
-    """A bundle's per-finding calibrations, per language, in the bundle's finding order."""
+    """A bundle's per-finding calibrations of the reading score (``ecgtool.bundle.reading_scores``:
+    one for every language), in the bundle's finding order."""
 
-    languages: dict[str, list[FindingCalibration]]
+    findings: list[FindingCalibration]
     summary: dict
 
-    def for_language(self, lang: str) -> list[FindingCalibration] | None:
-        return self.languages.get(lang)
+    def calibrated_count(self) -> int:
+        return sum(c.calibrated for c in self.findings)
 
 
-def write_calibration_file(bundle_dir: Path, entry: dict, languages: dict[str, list[FindingCalibration]]) -> tuple[str, str]:
+def write_calibration_file(bundle_dir: Path, entry: dict, findings: list[FindingCalibration]) -> tuple[str, str]:
     """Write the calibration file beside the bundle's weights; return its name and sha256 (what
     ``bundle.json``'s entry names it by)."""
-    payload = {"format": "ecgtool-calibration", **entry,
-               "languages": {lang: [json_safe(c.as_dict()) for c in cals] for lang, cals in languages.items()}}
+    payload = {"format": "ecgtool-calibration", **entry, "findings": [json_safe(c.as_dict()) for c in findings]}
     data = json.dumps(payload, ensure_ascii=False, indent=1, allow_nan=False).encode("utf-8")
     sha = hashlib.sha256(data).hexdigest()
     name = f"calibration-{sha[:12]}.json"
@@ -60,17 +60,19 @@ def load_calibration(bundle_dir: Path, entry: dict, findings: list[str], weights
     if entry.get("weights") != weights:
         raise CalibrationError(f"{path}: fitted for other weights than this bundle's (re-run ecgtool calibrate)")
     payload = json.loads(data.decode("utf-8"))
+    if payload.get("format_version") == 1:
+        raise CalibrationError(f"{path}: calibrated per output language by an earlier ecgtool (calls could differ "
+                               f"between ja and en); re-run `ecgtool calibrate {bundle_dir} --store STORE`")
     if payload.get("format_version") != CALIBRATION_FORMAT_VERSION:
         raise CalibrationError(f"{path}: calibration format {payload.get('format_version')} is not supported")
-    languages = {}
-    for lang, rows in payload["languages"].items():
-        if [row["finding"] for row in rows] != findings:
-            raise CalibrationError(f"{path}: its {lang} findings are not the bundle's findings in the bundle's order")
-        try:
-            languages[lang] = [FindingCalibration.from_dict(_nan_for_none(row)) for row in rows]
-        except (KeyError, TypeError, ValueError) as error:
-            raise CalibrationError(f"{path}: malformed calibration ({error})") from None
-    return BundleCalibration(languages, {k: v for k, v in entry.items() if k not in ("file", "sha256")})
+    rows = payload.get("findings")
+    if not isinstance(rows, list) or [row.get("finding") for row in rows] != findings:
+        raise CalibrationError(f"{path}: its findings are not the bundle's findings in the bundle's order")
+    try:
+        calibrations = [FindingCalibration.from_dict(_nan_for_none(row)) for row in rows]
+    except (KeyError, TypeError, ValueError) as error:
+        raise CalibrationError(f"{path}: malformed calibration ({error})") from None
+    return BundleCalibration(calibrations, {k: v for k, v in entry.items() if k not in ("file", "sha256")})
 
 
 def _nan_for_none(row: dict) -> dict:

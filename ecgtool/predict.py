@@ -3,14 +3,20 @@
 Records go through the same ``canonicalize`` as at ingest, with the options the bundle's input
 contract records. For each finding:
 
-* ``score``: cosine similarity of the ECG to the finding's label prompt (the ranking);
+* ``score``: the reading score, the mean over the bundle's languages of the cosine similarity of
+  the ECG to the finding's label prompt (the ranking; ``ecgtool.bundle.reading_scores``). It does
+  not depend on the output language, nor do the probabilities and calls made from it: the
+  language changes the words only;
 * ``probability``: the bundle's calibrated probability that the finding is present (None for a
   finding the calibration had too few val positives for, or a bundle without calibration);
 * ``present``: called present at the finding's operating point (None where it has none);
 * ``softmax_share``: the softmax of the 98 scores at the trained temperature: how the model
   shares one unit among the findings (it sums to 1: not a probability of presence).
 
-The report line is the registry's template filled with every finding called present.
+Of findings the registry says are never called together (``ecgtool.exclusions``), only the most
+probable is called; the others are shown with ``excluded_by``. The table holds the top k by
+score and every finding above its operating point, in score order; the report line is the
+registry's template filled with the findings called present, in the table's order.
 Output schema: docs/predict.md (``PREDICT_SCHEMA_VERSION``).
 """
 
@@ -30,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ecgtool.bundle import Bundle, bundle_scores, canonical_options
+from ecgtool.bundle import Bundle, canonical_options, reading_scores
 from ecgtool.embeddings import EmbeddingWriter
 from ecgtool.errors import EcgToolError
 from ecgtool.fast_encoder import FastEncoder
@@ -40,7 +46,7 @@ from ecgtool.output_lock import exclusive_output
 from ecgtool.registry import NOTHING_PRESENT, Registry, load_registry, parse_language
 from ecgtool.signal import CanonicalOptions
 
-PREDICT_SCHEMA_VERSION = 2
+PREDICT_SCHEMA_VERSION = 3  # 3: one reading whatever the language, excluded_by, the table holds every call
 
 
 class PredictError(EcgToolError):
@@ -55,14 +61,15 @@ class Finding:
     probability: float | None
     present: bool | None
     softmax_share: float
+    excluded_by: str | None = None  # above its operating point, but a stronger exclusive finding is called
 
 
 @dataclass(frozen=True)
 class Prediction:
     record_id: str
     path: str
-    findings: tuple[Finding, ...]  # the top k by score
-    present: tuple[Finding, ...] = ()  # every finding called present, by probability
+    findings: tuple[Finding, ...]  # the top k by score, and every finding above its operating point, by score
+    present: tuple[Finding, ...] = ()  # every finding called present, in the table's order
     report: str | None = None  # None: the bundle carries no calibration (superset scores: none either)
     calibrated: bool = False
     probabilities: tuple[float | None, ...] | None = None  # every finding's, bundle order (on request)
@@ -101,12 +108,13 @@ def _names(bundle: Bundle, registry: Registry, lang: str, superset: str | None) 
     return ids, [classes[i].ja if lang == "ja" else classes[i].en for i in ids]
 
 
-def calibrated_columns(bundle: Bundle, similarity: np.ndarray, lang: str) -> tuple[np.ndarray, np.ndarray] | None:
-    """Probabilities of presence (NaN: uncalibrated) and present calls (-1: no operating point,
-    0 absent, 1 present) of every finding, ``(B, n_findings)`` each; None without calibration."""
-    calibrations = bundle.calibration.for_language(lang) if bundle.calibration is not None else None
-    if calibrations is None:
+def calibrated_columns(bundle: Bundle, similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Probabilities of presence (NaN: uncalibrated) and calls at the operating points (-1: no
+    operating point, 0 below, 1 above) of every finding from its reading score, ``(B,
+    n_findings)`` each; None without calibration. Exclusions are applied afterwards."""
+    if bundle.calibration is None:
         return None
+    calibrations = bundle.calibration.findings
     probability = np.full(similarity.shape, np.nan)
     present = np.full(similarity.shape, -1, dtype=np.int8)
     for j, calibration in enumerate(calibrations):
@@ -119,34 +127,40 @@ def calibrated_columns(bundle: Bundle, similarity: np.ndarray, lang: str) -> tup
 
 
 def report_line(present_ids: list[str], lang: str, registry: Registry) -> str:
-    """The registry's report template filled with the findings called present (its own order and
-    joiner); the "nothing present" statement when there is none."""
-    return registry.prompt(present_ids, lang) if present_ids else NOTHING_PRESENT[lang]
+    """The registry's report template filled with the findings called present, in the order
+    given (the table's) and with its joiner; the "nothing present" statement when there is none."""
+    if not present_ids:
+        return NOTHING_PRESENT[lang]
+    return registry.templates[parse_language(lang)].fill(registry.finding(i).name(lang) for i in dict.fromkeys(present_ids))
 
 
 def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, registry,
                  all_probabilities: bool = False) -> list[Prediction]:
     parse_language(lang)
     ids, names = _names(bundle, registry, lang, superset)
-    similarity, share = bundle_scores(bundle, embeddings, lang, superset)
-    calibrated = calibrated_columns(bundle, similarity, lang) if superset is None else None
+    similarity, share = reading_scores(bundle, embeddings, superset)
+    calibrated = calibrated_columns(bundle, similarity) if superset is None else None
     predictions = []
     for row, (record_id, path) in enumerate(zip(record_ids, paths)):
-        def finding(i: int) -> Finding:
-            if calibrated is None:
-                return Finding(ids[i], names[i], float(similarity[row, i]), None, None, float(share[row, i]))
-            probability, present = calibrated[0][row, i], calibrated[1][row, i]
-            return Finding(ids[i], names[i], float(similarity[row, i]), None if np.isnan(probability) else float(probability),
-                           None if present < 0 else bool(present), float(share[row, i]))
-
-        order = np.argsort(-similarity[row], kind="stable")[:top]
+        order = np.argsort(-similarity[row], kind="stable")
         if calibrated is None:
-            predictions.append(Prediction(record_id, path, tuple(finding(i) for i in order)))
+            predictions.append(Prediction(record_id, path, tuple(
+                Finding(ids[i], names[i], float(similarity[row, i]), None, None, float(share[row, i])) for i in order[:top])))
             continue
-        called = [i for i in range(len(ids)) if calibrated[1][row, i] == 1]
-        called.sort(key=lambda i: -calibrated[0][row, i])
-        every = tuple(None if np.isnan(p) else float(p) for p in calibrated[0][row]) if all_probabilities else None
-        predictions.append(Prediction(record_id, path, tuple(finding(i) for i in order), tuple(finding(i) for i in called),
+        probability, above = calibrated[0][row], calibrated[1][row]
+        candidates = [int(i) for i in np.flatnonzero(above == 1)]
+        kept, excluded = registry.exclusions.resolve(candidates, [float(probability[i]) for i in candidates])
+
+        def finding(i: int) -> Finding:
+            call = None if above[i] < 0 else (bool(above[i]) and i not in excluded)
+            return Finding(ids[i], names[i], float(similarity[row, i]), None if np.isnan(probability[i]) else float(probability[i]),
+                           call, float(share[row, i]), ids[excluded[i]] if i in excluded else None)
+
+        shown = set(order[:top].tolist()) | set(candidates)
+        table = [int(i) for i in order if int(i) in shown]
+        called = [i for i in table if i in kept]
+        every = tuple(None if np.isnan(p) else float(p) for p in probability) if all_probabilities else None
+        predictions.append(Prediction(record_id, path, tuple(finding(i) for i in table), tuple(finding(i) for i in called),
                                       report_line([ids[i] for i in called], lang, registry), True, every))
     return predictions
 
@@ -365,7 +379,7 @@ def _records_in_output(output: Path) -> dict[str, str]:
 
 def csv_columns(bundle: Bundle, reading: ReadingOptions) -> list[str]:
     """The directory CSV's header (schema ``PREDICT_SCHEMA_VERSION``, docs/predict.md)."""
-    columns = ["record_id", "path", "calibrated", "report", "present"]
+    columns = ["record_id", "path", "calibrated", "report", "present", "excluded"]
     for rank in range(1, reading.top + 1):
         columns += [f"top{rank}_{field}" for field in ("id", "name", "score", "probability", "present", "softmax_share")]
     if reading.all_probabilities:
@@ -420,7 +434,7 @@ class _ResultWriter:
                 line = {**self.header, **prediction_as_dict(prediction, self.bundle)}
                 buffer.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
             else:
-                writer.writerow(csv_row(prediction, self.reading.all_probabilities))
+                writer.writerow(csv_row(prediction, self.reading.all_probabilities, self.reading.top))
         self.handle.flush()
         complete = self.handle.tell()
         try:
@@ -436,10 +450,13 @@ class _ResultWriter:
         self.handle.close()
 
 
-def csv_row(prediction: Prediction, all_probabilities: bool) -> list[str]:
+def csv_row(prediction: Prediction, all_probabilities: bool, top: int) -> list[str]:
+    """One CSV line: the calls (``present``; ``excluded`` as ``id>winner`` pairs), then the top
+    ``top`` findings by score (the table's first rows: it holds the top ones and every call)."""
     row = [prediction.record_id, prediction.path, "1" if prediction.calibrated else "0", prediction.report or "",
-           ";".join(f.id for f in prediction.present)]
-    for finding in prediction.findings:
+           ";".join(f.id for f in prediction.present),
+           ";".join(f"{f.id}>{f.excluded_by}" for f in prediction.findings if f.excluded_by)]
+    for finding in prediction.findings[:top]:
         row += [finding.id, finding.name, f"{finding.score:.6f}", _optional(finding.probability),
                 "" if finding.present is None else str(int(finding.present)), f"{finding.softmax_share:.6f}"]
     if all_probabilities:
@@ -468,7 +485,7 @@ def prediction_as_dict(prediction: Prediction, bundle: Bundle | None = None) -> 
         entry = {"rank": rank} if rank is not None else {}
         entry.update({"id": f.id, "name": f.name, "score": round(f.score, 6),
                       "probability": None if f.probability is None else round(f.probability, 6),
-                      "present": f.present, "softmax_share": round(f.softmax_share, 6)})
+                      "present": f.present, "excluded_by": f.excluded_by, "softmax_share": round(f.softmax_share, 6)})
         return entry
 
     result = {

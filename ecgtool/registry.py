@@ -72,6 +72,9 @@ NOTHING_PRESENT = {
 }
 CALL_WORDS = {"ja": {True: "あり", False: "なし", None: "判定なし"}, "en": {True: "present", False: "absent", None: "not called"}}
 FINDING_HEADER = {"ja": "所見", "en": "finding"}
+# A finding above its operating point that an exclusive, more probable one keeps off the report.
+EXCLUDED_WORD = {"ja": "除外", "en": "excluded"}
+EXCLUDED_BY = {"ja": "除外: {excluded}（{winner}を優先）", "en": "excluded: {excluded} (exclusive with {winner}, which is more probable)"}
 NAME_SEPARATOR = {"ja": "、", "en": ", "}
 
 _ID_PATTERN = re.compile(r"[a-z][a-z0-9]*(?:_[a-z0-9]+)*")

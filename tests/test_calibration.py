@@ -112,8 +112,19 @@ def calibrated_copy(tmp_path_factory, public_store) -> Path:
     """The shipped model, calibrated again on the public store's val split."""
     copy = tmp_path_factory.mktemp("calibrated") / "bundle"
     shutil.copytree(DEFAULT_BUNDLE, copy)
-    calibrate_bundle(copy, public_store, "val")
+    calibrate_bundle(copy, public_store, "val", force=True)  # fewer findings than the shipped one: forced
     return copy
+
+
+def test_a_calibration_that_would_calibrate_fewer_findings_is_refused_unless_forced(public_store, tmp_path):
+    copy = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, copy)
+    before = {p.name: p.read_bytes() for p in copy.iterdir()}
+    shipped = json.loads((copy / "bundle.json").read_text(encoding="utf-8"))["calibration"]["calibrated_findings"]
+    with pytest.raises(CalibrationError, match=rf"calibrates \d+ findings, the bundle's current one {shipped} .*--force") as caught:
+        calibrate_bundle(copy, public_store, "val")
+    assert "no longer calibrated: " in str(caught.value)
+    assert {p.name: p.read_bytes() for p in copy.iterdir()} == before  # nothing replaced, nothing deleted
 
 
 def test_calibration_round_trips_through_the_bundle(calibrated_copy, public_store):
@@ -123,15 +134,15 @@ def test_calibration_round_trips_through_the_bundle(calibrated_copy, public_stor
     assert len(list(calibrated_copy.glob("calibration-*.json"))) == 1  # the shipped one was replaced
     bundle = load_bundle(calibrated_copy)
     stored = json.loads((calibrated_copy / entry["file"]).read_text(encoding="utf-8"))
-    for lang in ("ja", "en"):
-        calibrations = bundle.calibration.for_language(lang)
-        assert [c.finding for c in calibrations] == bundle.findings
-        for calibration, row in zip(calibrations, stored["languages"][lang]):
-            assert calibration.positives == row["positives"] and calibration.method == row["method"]
-        # The public val split is small: most findings stay uncalibrated, with their counts said.
-        uncalibrated = [c for c in calibrations if not c.calibrated]
-        assert uncalibrated and all("val positives" in c.reason for c in uncalibrated)
-        assert sum(c.calibrated for c in calibrations) == entry["calibrated_findings"][lang] > 0
+    # One calibration of the reading score, whatever the output language.
+    calibrations = bundle.calibration.findings
+    assert [c.finding for c in calibrations] == bundle.findings and entry["languages"] == ["ja", "en"]
+    for calibration, row in zip(calibrations, stored["findings"]):
+        assert calibration.positives == row["positives"] and calibration.method == row["method"]
+    # The public val split is small: most findings stay uncalibrated, with their counts said.
+    uncalibrated = [c for c in calibrations if not c.calibrated]
+    assert uncalibrated and all("val positives" in c.reason for c in uncalibrated)
+    assert sum(c.calibrated for c in calibrations) == entry["calibrated_findings"] > 0
 
 
 def test_calibration_is_never_fitted_on_the_test_split(calibrated_copy, public_store):
@@ -189,18 +200,19 @@ def test_a_record_with_two_findings_gets_both_called_present(record, shared_data
         prediction = predict_record(shared_data / record, bundle, top=98, lang=lang, device=torch.device(device))
         called = {f.id: f for f in prediction.present}
         assert TWO_FINDINGS[record] <= set(called), (lang, sorted(called))
-        thresholds = {c.finding: c.operating_point for c in bundle.calibration.for_language(lang)}
+        thresholds = {c.finding: c.operating_point for c in bundle.calibration.findings}
         for finding_id in TWO_FINDINGS[record]:
             assert called[finding_id].score >= thresholds[finding_id].threshold
             assert called[finding_id].probability is not None and called[finding_id].present is True
-        # The report line is the registry's template over exactly the findings called present.
-        assert prediction.report == registry.prompt(list(called), lang) == report_line(list(called), lang, registry)
+        # The report line is the registry's template over exactly the findings called present, in the table's order.
+        assert prediction.report == report_line(list(called), lang, registry)
+        assert list(called) == [f.id for f in prediction.findings if f.present]
 
 
-def test_report_line_follows_the_registry_template_and_says_when_nothing_is_present():
+def test_report_line_follows_the_registry_template_in_the_tables_order_and_says_when_nothing_is_present():
     registry = load_registry()
-    ids = ["left_anterior_fascicular_block", "complete_right_bundle_branch_block"]
-    names = [registry.finding(i) for i in sorted(ids, key=registry.index)]
+    ids = ["left_anterior_fascicular_block", "complete_right_bundle_branch_block"]  # the table's order, not the registry's
+    names = [registry.finding(i) for i in ids]
     assert report_line(ids, "ja", registry) == f"この心電図は{names[0].ja}、{names[1].ja}を示す。"
     assert report_line(ids, "en", registry) == f"This ECG shows {names[0].en}, {names[1].en}."
     assert report_line([], "ja", registry) == NOTHING_PRESENT["ja"]
@@ -218,7 +230,8 @@ def test_the_example_reads_as_a_report_in_80_columns():
         assert "P(present)" in result.output
         if extra:  # ids stay on their row (cut short, never wrapped onto the next)
             rows = [line for line in lines if re.match(r" \d \s", line)]
-            assert len(rows) == 5 and all("_" in row for row in rows)
+            # the top 5, and every finding called present below them (the report line names only rows of the table)
+            assert len(rows) >= 5 and all("_" in row for row in rows)
 
 
 def test_directory_outputs_carry_the_same_fields_and_every_probability(shared_data, tmp_path):
@@ -240,7 +253,7 @@ def test_directory_outputs_carry_the_same_fields_and_every_probability(shared_da
         assert (row["present"].split(";") if row["present"] else []) == [f["id"] for f in line["present"]] == called
         top = line["findings"][0]["probability"]  # None where the finding is uncalibrated: an empty cell
         assert row["top1_probability"] == ("" if top is None else f"{top:.6f}")
-        assert line["schema_version"] == 2 and line["findings"][0]["present"] in (True, False, None)
+        assert line["schema_version"] == 3 and line["findings"][0]["present"] in (True, False, None)
         probability_columns = [key for key in row if key.startswith("probability:")]
         assert len(probability_columns) == 98
         assert row[f"probability:{one.findings[0].id}"] == row["top1_probability"]

@@ -27,18 +27,18 @@ MIN_POSITIVES = 10
 BINS = 10
 
 
-def calibration_figures(bundle, similarity: dict[str, np.ndarray], findings: np.ndarray, registry) -> dict | None:
-    """Calibration figures per language; None when the bundle carries no calibration."""
+def calibration_figures(bundle, reading: np.ndarray, findings: np.ndarray, registry) -> dict | None:
+    """Calibration figures of the reading score (``ecgtool.bundle.reading_scores``, the one score
+    calibrated whatever the output language), under ``languages["reading"]``; None when the
+    bundle carries no calibration."""
     if bundle.calibration is None:
         return None
     labelled = findings.any(axis=1)
     findings = findings[labelled].astype(bool)
     result = {"records": int(labelled.sum()), "fitted_on": bundle.calibration.summary.get("fitted_on"),
               "rules": bundle.calibration.summary.get("rules"), "bins": BINS, "languages": {}}
-    for lang, scores in similarity.items():
-        calibrations = bundle.calibration.for_language(lang)
-        if calibrations is None:
-            continue
+    for lang, scores in {"reading": reading}.items():
+        calibrations = bundle.calibration.findings
         scores = scores[labelled]
         probabilities, truths, prevalence = [], [], []
         rows = []
@@ -102,7 +102,7 @@ LOWER_IS_BETTER_PREFIX = "calibration/"
 # --- rendering ---------------------------------------------------------------------------------
 
 def summary_table(calibration: dict) -> tuple[list[str], list[list[str]]]:
-    header = ["language", "findings", "cells", "Brier", "Brier (val prevalence)", "ECE %",
+    header = ["score", "findings", "cells", "Brier", "Brier (val prevalence)", "ECE %",
               "macro sens %", "macro spec %", "macro PPV %", "over findings"]
     rows = []
     for lang, entry in calibration["languages"].items():

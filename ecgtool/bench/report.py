@@ -47,9 +47,10 @@ def summary_lines(result: dict) -> list[str]:
 def per_label_table(result: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-label table: ours per language, then the paper's Table 9.
 
-    The pair count does not depend on the prompts' language, so it is shown once.
+    The pair count does not depend on the prompts' language, so it is shown once. After the
+    languages, the reading score's columns (the mean over languages predict calls with).
     """
-    langs = result["languages"]
+    langs = [*result["languages"], *(["reading"] if "reading" in result["per_label"]["all"]["ours"] else [])]
     header = ["finding", "所見", "n", *(f"{name} {lang}" for lang in langs for name in ("top-1", "top-5", "AUROC")),
               "paper n", "paper top-1", "paper top-5", f"most mistaken for ({langs[0]})"]
     overall = result["per_label"]["all"]["ours"]

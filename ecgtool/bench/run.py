@@ -38,7 +38,10 @@ import torch
 from ecgtool.bench.calibration import LOWER_IS_BETTER_PREFIX, calibration_figures
 from ecgtool.bench.calibration import headline as calibration_headline
 from ecgtool.bench.retrieval import retrieval_figures
-from ecgtool.bundle import DEFAULT_BUNDLE, Bundle, bundle_scores, check_store_matches
+from ecgtool.bundle import DEFAULT_BUNDLE, Bundle, bundle_scores, check_store_matches, reading_scores
+
+# The per-label tables' row of the reading score (``ecgtool.bundle.reading_scores``), beside ja and en.
+READING = "reading"
 from ecgtool.errors import EcgToolError
 from ecgtool.files import json_safe
 from ecgtool.metrics import macro_auroc, per_label_topk, superset_accuracy, top1_confusions
@@ -78,6 +81,9 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
                          "(ingest it with --metadata or a sidecar that gives findings)")
     embeddings_tensor = torch.from_numpy(embeddings).to(device)
     label_similarity = {lang: bundle_scores(bundle, embeddings_tensor, lang)[0] for lang in languages}
+    # The reading score (what predict ranks and calls with, whatever the language) beside each
+    # language's own prompts.
+    reading = reading_scores(bundle, embeddings_tensor)[0]
     result = {
         "bench_format_version": BENCH_FORMAT_VERSION,
         "model": _model_name(bundle),
@@ -87,14 +93,14 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
         "records_with_findings": int(findings.any(axis=1).sum()),
         "registry": {"version": registry.version, "hash": registry.hash},
         "languages": list(languages),
-        "per_label": _per_label(label_similarity, findings, registry, most_confused),
+        "per_label": _per_label({**label_similarity, READING: reading}, findings, registry, most_confused),
         "superset": {
             test: _superset_test(bundle, embeddings_tensor, label_similarity, findings, registry, test)
             for test in bundle.description["supersets"]
         },
     }
     result["retrieval"] = retrieval_figures(embeddings, findings, patient_ids, bundle, registry, languages)
-    result["calibration"] = calibration_figures(bundle, label_similarity, findings, registry)
+    result["calibration"] = calibration_figures(bundle, reading, findings, registry)
     if result["calibration"] is not None:
         fitted = result["calibration"]["fitted_on"] or {}
         # The same records scored as fitted on say nothing about held-out calibration: flag it.
@@ -222,6 +228,11 @@ def headline_figures(result: dict) -> dict[str, float]:
             for mode in SUPERSET_MODES:
                 headline[f"superset/{test}/{mode}/{lang}/accuracy"] = tables[mode][lang]["accuracy"]
                 headline[f"superset/{test}/{mode}/{lang}/macro_auroc"] = 100 * tables[mode][lang]["macro_auroc"]
+    reading = result["per_label"]["all"]["ours"].get(READING)
+    if reading:
+        headline[f"per_label/{READING}/top1"] = reading["top1"]
+        headline[f"per_label/{READING}/top5"] = reading["top5"]
+        headline[f"per_label/{READING}/macro_auroc"] = 100 * reading["macro_auroc"]
     retrieval = result.get("retrieval")
     if retrieval:
         for lang, queries in retrieval["finding_queries"].items():

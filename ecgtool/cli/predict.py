@@ -52,7 +52,7 @@ def predict(
         if as_json:
             output.print_json(data=prediction_as_dict(prediction, bundle))
         else:
-            _print_reading(prediction, lang, superset, show_ids)
+            _print_reading(prediction, lang, superset, show_ids, top)
         if plot is not None:
             from ecgtool.plot import plot_ecg
 
@@ -76,17 +76,19 @@ def predict(
                      highlight=False, soft_wrap=True)
 
 
-def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: bool) -> None:
+def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: bool, top: int) -> None:
     """The reading of one record in 80 columns: the report line, then the top findings with score,
     probability of presence and call."""
     from rich import box
 
-    from ecgtool.registry import CALL_WORDS, FINDING_HEADER
+    from ecgtool.registry import CALL_WORDS, EXCLUDED_BY, EXCLUDED_WORD, FINDING_HEADER
 
     what = f"superset {superset}" if superset else "findings"
     if prediction.report is not None:
         output.print(escape(prediction.report), highlight=False)
-    output.print(f"{escape(prediction.record_id)}: top {len(prediction.findings)} {what} by score", highlight=False)
+    extra = len(prediction.findings) - min(top, len(prediction.findings))  # calls ranked below the top ones
+    shown = f"top {len(prediction.findings) - extra} {what} by score" + (f", and {extra} more called" if extra else "")
+    output.print(f"{escape(prediction.record_id)}: {shown}", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column(FINDING_HEADER[lang], overflow="fold", min_width=20)
@@ -99,11 +101,17 @@ def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: boo
     for rank, finding in enumerate(prediction.findings, start=1):
         cells = [str(rank), escape(finding.name), f"{finding.score:.3f}"]
         if prediction.calibrated:
-            cells += ["–" if finding.probability is None else f"{finding.probability:.1%}", CALL_WORDS[lang][finding.present]]
+            call = EXCLUDED_WORD[lang] if finding.excluded_by else CALL_WORDS[lang][finding.present]
+            cells += ["–" if finding.probability is None else f"{finding.probability:.1%}", call]
         if show_ids:
             cells.append(finding.id)
         table.add_row(*cells)
     output.print(table)
+    names = {f.id: f.name for f in prediction.findings}
+    for finding in prediction.findings:
+        if finding.excluded_by:
+            output.print(escape(EXCLUDED_BY[lang].format(excluded=finding.name, winner=names[finding.excluded_by])),
+                         highlight=False, soft_wrap=True)
     if prediction.calibrated:
         uncalibrated = sum(f.probability is None for f in prediction.findings)
         if uncalibrated:
