@@ -31,12 +31,12 @@ from pathlib import Path
 
 import torch
 
-from ecgtool.loss import ClipLoss
+from ecgtool.training.loss import ClipLoss
 from ecgtool.model import EcgTextModel, ModelConfig
 from ecgtool.store import Store
-from ecgtool.train import TrainConfig, train
+from ecgtool.training.train import TrainConfig, train
 from ecgtool.text_cache import load_text_cache
-from ecgtool.training_data import load_split
+from ecgtool.training.data import load_split
 
 LOOPS = ("ecgtool", "eager", "typical")
 

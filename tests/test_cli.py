@@ -55,7 +55,7 @@ def test_every_train_recipe_field_is_an_option_with_the_same_default():
     import typer
 
     from ecgtool.cli import training
-    from ecgtool.train import TrainConfig
+    from ecgtool.training.train import TrainConfig
 
     options = {name: parameter.default for name, parameter in inspect.signature(training.train).parameters.items()
                if isinstance(parameter.default, typer.models.OptionInfo)}

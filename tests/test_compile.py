@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 
-import ecgtool.train as train_module
+import ecgtool.training.train as train_module
 from ecgtool.bundle import resolve_bundle
 from ecgtool.fast_encoder import FastEncoder
 from ecgtool.ingest import IngestOptions, ingest
 from ecgtool.registry import load_registry
 from ecgtool.store import Store
 from ecgtool.text import collect_prompts, embed_prompts
-from ecgtool.train import TrainConfig, TrainError, train
+from ecgtool.training.train import TrainConfig, TrainError, train
 from lm_fixtures import build_tiny_llama
 
 pytestmark = pytest.mark.device

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ecgtool.loss import ClipLoss
+from ecgtool.training.loss import ClipLoss
 from ecgtool.metrics import per_label_topk
 
 

@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 import torch
 
-from ecgtool.label_targets import label_prompts
-from ecgtool.loss import finding_bce_loss, label_sigmoid_loss
+from ecgtool.training.label_targets import label_prompts
+from ecgtool.training.loss import finding_bce_loss, label_sigmoid_loss
 from ecgtool.registry import load_registry
 from ecgtool.text_cache import Prompt, TextCache
-from ecgtool.train import TrainConfig, _schedule
-from ecgtool.training_data import TrainingDataError
-from ecgtool.weight_average import WeightAverage
+from ecgtool.training.data import TrainingDataError
+from ecgtool.training.train import TrainConfig, _schedule
+from ecgtool.training.weight_average import WeightAverage
 
 
 def _cache_of_every_prompt(registry, langs=("ja", "en")) -> TextCache:

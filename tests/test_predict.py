@@ -20,7 +20,7 @@ from ecgtool.predict import ReadingOptions, predict_directory, predict_record
 from ecgtool.registry import load_registry
 from ecgtool.store import Store
 from ecgtool.text import collect_prompts, embed_prompts
-from ecgtool.train import TrainConfig, train
+from ecgtool.training.train import TrainConfig, train
 from lm_fixtures import build_tiny_llama
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "ptb-xl"

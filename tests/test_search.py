@@ -27,7 +27,7 @@ from ecgtool.search import (Filters, SearchError, combine, finding_parts, like_f
                             open_search_space, search, similarities, text_parts, top_rows)
 from ecgtool.files import file_sha256
 from ecgtool.store import Store, read_shard
-from ecgtool.train import TrainConfig, train
+from ecgtool.training.train import TrainConfig, train
 from lm_fixtures import build_tiny_llama, small_labelled_store
 
 REPO = Path(__file__).resolve().parents[1]

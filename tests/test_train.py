@@ -23,9 +23,9 @@ from ecgtool.model import EcgTextModel, ModelConfig
 from ecgtool.registry import load_registry
 from ecgtool.store import Store
 from ecgtool.text import collect_prompts, embed_prompts
-from ecgtool.train import TrainConfig, TrainError, train, validate
 from ecgtool.text_cache import load_text_cache
-from ecgtool.training_data import TrainingDataError, load_split
+from ecgtool.training.data import TrainingDataError, load_split
+from ecgtool.training.train import TrainConfig, TrainError, train, validate
 from lm_fixtures import build_tiny_llama
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import torch
 
-from ecgtool.augment import SignalAugment, augment_signals, step_generator
-from ecgtool.training_text import choose_texts
+from ecgtool.training.augment import SignalAugment, augment_signals, step_generator
+from ecgtool.training.text_choice import choose_texts
 
 
 def test_label_prompt_choice_takes_one_of_the_records_own_findings():

@@ -17,7 +17,7 @@ import torch
 
 from ecgtool.registry import Registry
 from ecgtool.text_cache import TextCache
-from ecgtool.training_data import TrainingDataError
+from ecgtool.training.data import TrainingDataError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ecgtool.distributed import DistributedContext, gather_ids, gather_with_grad
+from ecgtool.training.distributed import DistributedContext, gather_ids, gather_with_grad
 
 
 class ClipLoss(nn.Module):

@@ -8,8 +8,8 @@ text closer to what inference compares an ECG with, one label prompt per finding
 * ``label_prompt_prob=p``: with probability ``p``, instead of its report prompt, the label prompt
   of one of the record's findings (drawn uniformly), i.e. the exact text ``predict`` scores.
 
-The draws come from a generator seeded by (seed, epoch, step) alone (see ``ecgtool.augment``),
-so a resumed run draws what the interrupted one would have drawn.
+The draws come from a generator seeded by (seed, epoch, step) alone (see
+``ecgtool.training.augment``), so a resumed run draws what the interrupted one would have drawn.
 """
 
 from __future__ import annotations

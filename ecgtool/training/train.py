@@ -32,30 +32,24 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ecgtool import __version__
-from ecgtool.distributed import DistributedContext, context_from_environment, convert_batchnorm_for_ranks, init_distributed
-from ecgtool.augment import SignalAugment, augment_signals, step_generator
 from ecgtool.calibrate import export_calibrated_bundle
 from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.errors import EcgToolError
 from ecgtool.files import written_whole
-from ecgtool.label_targets import label_prompts
-from ecgtool.loss import ClipLoss, finding_bce_loss, label_sigmoid_loss
-from ecgtool.weight_average import WeightAverage
 from ecgtool.metrics import auroc, per_label_topk
-from ecgtool.output_lock import writes_output
 from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig, input_filters
+from ecgtool.output_lock import writes_output
 from ecgtool.registry import Registry, load_registry, parse_languages
 from ecgtool.signal import SAMPLING_RATE
 from ecgtool.store import Store
 from ecgtool.text_cache import TextCache, load_text_cache
-from ecgtool.training_data import (
-    SplitData,
-    StreamedSignals,
-    check_compatible,
-    load_split,
-    split_fits_in_memory,
-)
-from ecgtool.training_text import choose_texts
+from ecgtool.training.augment import SignalAugment, augment_signals, step_generator
+from ecgtool.training.data import SplitData, StreamedSignals, check_compatible, load_split, split_fits_in_memory
+from ecgtool.training.distributed import DistributedContext, context_from_environment, convert_batchnorm_for_ranks, init_distributed
+from ecgtool.training.label_targets import label_prompts
+from ecgtool.training.loss import ClipLoss, finding_bce_loss, label_sigmoid_loss
+from ecgtool.training.text_choice import choose_texts
+from ecgtool.training.weight_average import WeightAverage
 
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
