@@ -139,6 +139,7 @@ def calibrate(
     target_sensitivity: Optional[float] = typer.Option(None, "--target-sensitivity", help="With --rule sensitivity: the highest threshold reaching this val sensitivity (0-1).", min=0.0, max=1.0),
     min_f1: float = typer.Option(0.2, "--min-f1", help="A finding whose val F1 at its operating point is below this is never called present.", min=0.0, max=1.0),
     device: str = device_option(),
+    force: bool = typer.Option(False, "--force", help="Replace the bundle's calibration even when the new one calibrates fewer findings."),
 ):
     """Fit each finding's probability of presence and operating point on a store's val split, into the bundle.
 
@@ -148,11 +149,11 @@ def calibrate(
     from ecgtool.devices import resolve_device
 
     entry = calibrate_bundle(bundle_dir, store, split, min_positives, isotonic_min, rule, target_sensitivity, min_f1,
-                             resolve_device(device))
+                             resolve_device(device), force)
     fitted = entry["fitted_on"]
-    for lang, count in entry["calibrated_findings"].items():
-        output.print(f"{lang}: {count} findings calibrated, {entry['findings_with_operating_point'][lang]} with an "
-                     f"operating point ({entry['rules']['operating_point']})", highlight=False)
+    output.print(f"{entry['calibrated_findings']} findings calibrated, {entry['findings_with_operating_point']} with an "
+                 f"operating point ({entry['rules']['operating_point']}), one reading score for {' and '.join(entry['languages'])}",
+                 highlight=False)
     output.print(f"fitted on {fitted['records']} {fitted['split']} records of {store} "
                  f"({fitted['records_without_findings_left_out']} without findings left out); written to {bundle_dir}",
                  highlight=False, soft_wrap=True)
