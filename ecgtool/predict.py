@@ -42,9 +42,11 @@ from ecgtool.errors import EcgToolError
 from ecgtool.fast_encoder import FastEncoder
 from ecgtool.io.canonical import load_canonical, read_canonical_or_reason
 from ecgtool.io.discover import find_records
+from ecgtool.measure import Measurements, criteria, measure
+from ecgtool.measured_findings import measured_calls
 from ecgtool.output_lock import exclusive_output
 from ecgtool.registry import NOTHING_PRESENT, Registry, load_registry, parse_language
-from ecgtool.signal import CanonicalOptions
+from ecgtool.signal import LEADS, CanonicalOptions
 
 PREDICT_SCHEMA_VERSION = 3  # 3: one reading whatever the language, excluded_by, the table holds every call
 
@@ -62,6 +64,7 @@ class Finding:
     present: bool | None
     softmax_share: float
     excluded_by: str | None = None  # above its operating point, but a stronger exclusive finding is called
+    decided_by: str | None = None  # "measurement": no operating point, its defining criterion made the call
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,7 @@ class Prediction:
     report: str | None = None  # None: the bundle carries no calibration (superset scores: none either)
     calibrated: bool = False
     probabilities: tuple[float | None, ...] | None = None  # every finding's, bundle order (on request)
+    measurements: Measurements | None = None  # what the record measures (ecgtool.measure), None if not measured
 
 
 def predict_record(path: str | Path, bundle: Bundle, top: int = 5, lang: str = "ja",
@@ -95,7 +99,8 @@ def predict_signal(record_id: str, path: str, signal: np.ndarray, bundle: Bundle
     """Top-``top`` findings of a record already in canonical form ((12, 5000) mV)."""
     registry = registry or load_registry()
     embeddings = bundle.embed(torch.from_numpy(signal[None]).to(device))
-    return _predictions([record_id], [path], embeddings, bundle, top, lang, superset, registry)[0]
+    return _predictions([record_id], [path], embeddings, bundle, top, lang, superset, registry,
+                        measurements=[measure(signal)])[0]
 
 
 def _names(bundle: Bundle, registry: Registry, lang: str, superset: str | None) -> tuple[list[str], list[str]]:
@@ -135,33 +140,48 @@ def report_line(present_ids: list[str], lang: str, registry: Registry) -> str:
 
 
 def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, registry,
-                 all_probabilities: bool = False) -> list[Prediction]:
+                 all_probabilities: bool = False, measurements: list | None = None) -> list[Prediction]:
     parse_language(lang)
     ids, names = _names(bundle, registry, lang, superset)
     similarity, share = reading_scores(bundle, embeddings, superset)
     calibrated = calibrated_columns(bundle, similarity) if superset is None else None
+    measurements = measurements or [None] * len(record_ids)
     predictions = []
     for row, (record_id, path) in enumerate(zip(record_ids, paths)):
         order = np.argsort(-similarity[row], kind="stable")
+        measured = measurements[row]
         if calibrated is None:
             predictions.append(Prediction(record_id, path, tuple(
-                Finding(ids[i], names[i], float(similarity[row, i]), None, None, float(share[row, i])) for i in order[:top])))
+                Finding(ids[i], names[i], float(similarity[row, i]), None, None, float(share[row, i])) for i in order[:top]),
+                measurements=measured))
             continue
-        probability, above = calibrated[0][row], calibrated[1][row]
+        probability, above = calibrated[0][row], calibrated[1][row].copy()
+        # Where the model has no operating point, a finding its measurement defines is decided by it.
+        decided = {}
+        for finding_id, verdict in measured_calls(measured).items():
+            i = registry.index(finding_id)
+            if above[i] < 0:
+                above[i] = int(verdict.met)
+                decided[i] = verdict
         candidates = [int(i) for i in np.flatnonzero(above == 1)]
-        kept, excluded = registry.exclusions.resolve(candidates, [float(probability[i]) for i in candidates])
+        # A measured fact is certain: it outranks any model call it excludes.
+        strength = [1.0 if i in decided else float(probability[i]) for i in candidates]
+        kept, excluded = registry.exclusions.resolve(candidates, strength)
 
         def finding(i: int) -> Finding:
             call = None if above[i] < 0 else (bool(above[i]) and i not in excluded)
-            return Finding(ids[i], names[i], float(similarity[row, i]), None if np.isnan(probability[i]) else float(probability[i]),
-                           call, float(share[row, i]), ids[excluded[i]] if i in excluded else None)
+            # A measured call carries no model probability: the model's is not what decided it.
+            p = None if np.isnan(probability[i]) or i in decided else float(probability[i])
+            return Finding(ids[i], names[i], float(similarity[row, i]), p,
+                           call, float(share[row, i]), ids[excluded[i]] if i in excluded else None,
+                           "measurement" if i in decided else None)
 
         shown = set(order[:top].tolist()) | set(candidates)
         table = [int(i) for i in order if int(i) in shown]
         called = [i for i in table if i in kept]
         every = tuple(None if np.isnan(p) else float(p) for p in probability) if all_probabilities else None
         predictions.append(Prediction(record_id, path, tuple(finding(i) for i in table), tuple(finding(i) for i in called),
-                                      report_line([ids[i] for i in called], lang, registry), True, every))
+                                      report_line([ids[i] for i in called], lang, registry), True, every, measured))
     return predictions
 
 
@@ -178,11 +198,14 @@ def _init_worker(options: CanonicalOptions, reader_process: bool = True) -> None
 
 
 def _load_or_reason(path: str):
+    """(record id, canonical signal, None, measurements) or (name, None, reason, None); measured
+    where it is read (in the reader processes when there are some)."""
     read, reason = read_canonical_or_reason(path, _worker_options)
     if read is None:
-        return Path(path).stem, None, reason
+        return Path(path).stem, None, reason, None
     record, canonical = read
-    return record.record_id, canonical.signal.astype(np.float32), None
+    signal = canonical.signal.astype(np.float32)
+    return record.record_id, signal, None, measure(signal)
 
 
 @dataclass
@@ -319,13 +342,13 @@ def _predict_paths(paths, rejected, output: Path, bundle: Bundle, reading: Readi
             for path, reason in rejected:
                 skip_writer.writerow([path.stem, str(path), reason])
             skipped += len(rejected)
-            batch: list[tuple[str, str, np.ndarray]] = []
-            for path, (record_id, signal, reason) in zip(pending, loaded):
+            batch: list[tuple[str, str, np.ndarray, Measurements]] = []
+            for path, (record_id, signal, reason, measured) in zip(pending, loaded):
                 if reason is not None:
                     skip_writer.writerow([record_id, str(path), reason])
                     skipped += 1
                 else:
-                    batch.append((record_id, str(path), signal))
+                    batch.append((record_id, str(path), signal, measured))
                 if len(batch) == batch_size:
                     scored += _score_batch(batch, encoder, reading, registry, writer, vectors, embed_only)
                     batch = []
@@ -350,13 +373,14 @@ def _score_batch(batch, encoder, reading: ReadingOptions, registry, writer, vect
     """Score a batch into the output (and its vectors into the embedding file); return how many
     lines were written."""
     bundle = encoder.bundle
-    embeddings = next(encoder.encode_batches([np.stack([s for _, _, s in batch])])).float()
-    predictions = _predictions([r for r, _, _ in batch], [p for _, p, _ in batch], embeddings, bundle, reading.top,
-                               reading.lang, reading.superset, registry, reading.all_probabilities)
+    embeddings = next(encoder.encode_batches([np.stack([s for _, _, s, _ in batch])])).float()
+    predictions = _predictions([r for r, _, _, _ in batch], [p for _, p, _, _ in batch], embeddings, bundle, reading.top,
+                               reading.lang, reading.superset, registry, reading.all_probabilities,
+                               [m for _, _, _, m in batch])
     new = [prediction for prediction in predictions if prediction.path not in embed_only]
     writer.write(new)
     if vectors is not None:
-        vectors.append([r for r, _, _ in batch], embeddings)
+        vectors.append([r for r, _, _, _ in batch], embeddings)
     return len(new)
 
 
@@ -380,6 +404,7 @@ def _records_in_output(output: Path) -> dict[str, str]:
 def csv_columns(bundle: Bundle, reading: ReadingOptions) -> list[str]:
     """The directory CSV's header (schema ``PREDICT_SCHEMA_VERSION``, docs/predict.md)."""
     columns = ["record_id", "path", "calibrated", "report", "present", "excluded"]
+    columns += [*MEASUREMENT_COLUMNS, *(f"st_j60_mv:{lead}" for lead in LEADS), "measurement_reasons"]
     for rank in range(1, reading.top + 1):
         columns += [f"top{rank}_{field}" for field in ("id", "name", "score", "probability", "present", "softmax_share")]
     if reading.all_probabilities:
@@ -456,12 +481,44 @@ def csv_row(prediction: Prediction, all_probabilities: bool, top: int) -> list[s
     row = [prediction.record_id, prediction.path, "1" if prediction.calibrated else "0", prediction.report or "",
            ";".join(f.id for f in prediction.present),
            ";".join(f"{f.id}>{f.excluded_by}" for f in prediction.findings if f.excluded_by)]
+    row += measurement_cells(prediction.measurements)
     for finding in prediction.findings[:top]:
         row += [finding.id, finding.name, f"{finding.score:.6f}", _optional(finding.probability),
                 "" if finding.present is None else str(int(finding.present)), f"{finding.softmax_share:.6f}"]
     if all_probabilities:
         row += [_optional(p) for p in prediction.probabilities]
     return row
+
+
+# The measurement keys of the JSON and CSV outputs (issue 22), scalars first; st_j60_mv is per lead.
+MEASUREMENT_COLUMNS = ("heart_rate_bpm", "rr_ms", "pr_ms", "qrs_ms", "qt_ms", "qtc_ms", "qtcf_ms", "p_axis_deg",
+                       "qrs_axis_deg", "t_axis_deg", "rr_irregularity", "sokolow_lyon_mv", "cornell_mv",
+                       "low_voltage_limb", "low_voltage_chest")
+
+
+def measurements_as_dict(measurements: Measurements) -> dict:
+    """The ``measurements`` object of the JSON output: every key a number (or bool, or per-lead
+    mV for ``st_j60_mv``) or null, and ``reasons`` for the nulls."""
+    values = measurements.to_dict()
+    return {key: values.get(key) for key in (*MEASUREMENT_COLUMNS, "st_j60_mv")} | {"reasons": values["reasons"]}
+
+
+def measurement_cells(measurements: Measurements | None) -> list[str]:
+    """The CSV cells of ``MEASUREMENT_COLUMNS``, the 12 ST levels and the reasons (empty: null)."""
+    if measurements is None:
+        return [""] * (len(MEASUREMENT_COLUMNS) + len(LEADS) + 1)
+    values = measurements.to_dict()
+
+    def cell(value) -> str:
+        if value is None:
+            return ""
+        if isinstance(value, bool):
+            return str(int(value))
+        return f"{value:g}" if isinstance(value, float) else str(value)
+
+    st = values.get("st_j60_mv") if isinstance(values.get("st_j60_mv"), dict) else {}
+    reasons = "; ".join(f"{key}: {why}" for key, why in values["reasons"].items())
+    return [cell(values.get(key)) for key in MEASUREMENT_COLUMNS] + [cell(st.get(lead)) for lead in LEADS] + [reasons]
 
 
 def _optional(value: float | None) -> str:
@@ -485,7 +542,8 @@ def prediction_as_dict(prediction: Prediction, bundle: Bundle | None = None) -> 
         entry = {"rank": rank} if rank is not None else {}
         entry.update({"id": f.id, "name": f.name, "score": round(f.score, 6),
                       "probability": None if f.probability is None else round(f.probability, 6),
-                      "present": f.present, "excluded_by": f.excluded_by, "softmax_share": round(f.softmax_share, 6)})
+                      "present": f.present, "excluded_by": f.excluded_by, "decided_by": f.decided_by,
+                      "softmax_share": round(f.softmax_share, 6)})
         return entry
 
     result = {
@@ -496,6 +554,9 @@ def prediction_as_dict(prediction: Prediction, bundle: Bundle | None = None) -> 
         "report": prediction.report,
         "present": [finding(f) for f in prediction.present],
         "findings": [finding(f, rank) for rank, f in enumerate(prediction.findings, start=1)],
+        "measurements": None if prediction.measurements is None else measurements_as_dict(prediction.measurements),
+        "criteria": None if prediction.measurements is None else {
+            name: check.to_dict() for name, check in criteria(prediction.measurements).items()},
     }
     if prediction.probabilities is not None and bundle is not None:
         result["probabilities"] = {fid: None if p is None else round(p, 6) for fid, p in zip(bundle.findings, prediction.probabilities)}

@@ -72,6 +72,14 @@ NOTHING_PRESENT = {
 }
 CALL_WORDS = {"ja": {True: "あり", False: "なし", None: "判定なし"}, "en": {True: "present", False: "absent", None: "not called"}}
 FINDING_HEADER = {"ja": "所見", "en": "finding"}
+# The measurement line above the findings, as an ECG machine prints it ("–": not measurable).
+MEASUREMENT_LINE = {
+    "ja": "心拍数 {hr}/分 PR {pr}ms QRS {qrs}ms QT/QTc {qt}/{qtc}ms 電気軸 P/QRS/T {p}/{axis}/{t}°",
+    "en": "HR {hr} bpm  PR {pr} ms  QRS {qrs} ms  QT/QTc {qt}/{qtc} ms  Axes P/QRS/T {p}/{axis}/{t}°",
+}
+# Marks a call its measurement made (no model operating point), with the footnote saying so.
+MEASURED_MARK = "†"
+MEASURED_NOTE = {"ja": "†: 計測値による判定: {finding}（{values}）", "en": "†: decided by the measurement: {finding} ({threshold}: {values})"}
 # A finding above its operating point that an exclusive, more probable one keeps off the report.
 EXCLUDED_WORD = {"ja": "除外", "en": "excluded"}
 EXCLUDED_BY = {"ja": "除外: {excluded}（{winner}を優先）", "en": "excluded: {excluded} (exclusive with {winner}, which is more probable)"}

@@ -226,7 +226,9 @@ def test_the_example_reads_as_a_report_in_80_columns():
         assert result.exit_code == 0, result.output
         lines = result.output.splitlines()
         assert max(cell_len(line) for line in lines) <= 80
-        assert lines[0].startswith("この心電図は" if not extra else "This ECG shows")
+        # the machine's measurement line, then the report line
+        assert lines[0].startswith("心拍数 " if not extra else "HR ") and "QT/QTc" in lines[0]
+        assert lines[1].startswith("この心電図は" if not extra else "This ECG shows")
         assert "P(present)" in result.output
         if extra:  # ids stay on their row (cut short, never wrapped onto the next)
             rows = [line for line in lines if re.match(r" \d \s", line)]

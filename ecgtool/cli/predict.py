@@ -76,18 +76,33 @@ def predict(
                      highlight=False, soft_wrap=True)
 
 
+def measurement_line(measurements, lang: str) -> str:
+    """The machine-style measurement line in ``lang`` ("–" where a value is not measurable)."""
+    from ecgtool.registry import MEASUREMENT_LINE
+
+    def value(key: str) -> str:
+        number = measurements.values.get(key)
+        return "–" if number is None else f"{number:.0f}"
+
+    return MEASUREMENT_LINE[lang].format(hr=value("heart_rate_bpm"), pr=value("pr_ms"), qrs=value("qrs_ms"),
+                                         qt=value("qt_ms"), qtc=value("qtc_ms"), p=value("p_axis_deg"),
+                                         axis=value("qrs_axis_deg"), t=value("t_axis_deg"))
+
+
 def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: bool, top: int) -> None:
     """The reading of one record in 80 columns: the report line, then the top findings with score,
     probability of presence and call."""
     from rich import box
 
-    from ecgtool.registry import CALL_WORDS, EXCLUDED_BY, EXCLUDED_WORD, FINDING_HEADER
+    from ecgtool.registry import CALL_WORDS, EXCLUDED_BY, EXCLUDED_WORD, FINDING_HEADER, MEASURED_MARK, MEASURED_NOTE
 
     what = f"superset {superset}" if superset else "findings"
+    if prediction.measurements is not None:
+        output.print(escape(measurement_line(prediction.measurements, lang)), highlight=False)
     if prediction.report is not None:
         output.print(escape(prediction.report), highlight=False)
     extra = len(prediction.findings) - min(top, len(prediction.findings))  # calls ranked below the top ones
-    shown = f"top {len(prediction.findings) - extra} {what} by score" + (f", and {extra} more called" if extra else "")
+    shown = f"top {len(prediction.findings) - extra} {what} by score" + (f", and {extra} more with a call" if extra else "")
     output.print(f"{escape(prediction.record_id)}: {shown}", highlight=False)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False)
     table.add_column("#", justify="right")
@@ -102,12 +117,22 @@ def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: boo
         cells = [str(rank), escape(finding.name), f"{finding.score:.3f}"]
         if prediction.calibrated:
             call = EXCLUDED_WORD[lang] if finding.excluded_by else CALL_WORDS[lang][finding.present]
+            call += MEASURED_MARK if finding.decided_by == "measurement" else ""
             cells += ["–" if finding.probability is None else f"{finding.probability:.1%}", call]
         if show_ids:
             cells.append(finding.id)
         table.add_row(*cells)
     output.print(table)
     names = {f.id: f.name for f in prediction.findings}
+    if any(f.decided_by == "measurement" for f in prediction.findings):
+        from ecgtool.measured_findings import measured_calls
+
+        verdicts = measured_calls(prediction.measurements)
+        for finding in prediction.findings:
+            if finding.decided_by == "measurement" and finding.id in verdicts:
+                verdict = verdicts[finding.id]
+                output.print(escape(MEASURED_NOTE[lang].format(finding=finding.name, threshold=verdict.threshold,
+                                                               values=verdict.values)), highlight=False)
     for finding in prediction.findings:
         if finding.excluded_by:
             output.print(escape(EXCLUDED_BY[lang].format(excluded=finding.name, winner=names[finding.excluded_by])),

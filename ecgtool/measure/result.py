@@ -68,6 +68,11 @@ class Measurements:
         object.__setattr__(self, "lead_quality", MappingProxyType(dict(self.lead_quality)))
         object.__setattr__(self, "fiducials", MappingProxyType(dict(self.fiducials)))
 
+    def __reduce__(self):
+        # Read-only mappings do not pickle: rebuilt from plain dicts (reader processes send these).
+        return (Measurements, (dict(self.values), dict(self.reasons), self.notes, dict(self.lead_quality),
+                               self.median_beats, dict(self.fiducials), self.qrs_samples, self.sampling_rate))
+
     def __getitem__(self, key: str) -> Any:
         return self.values[key]
 

@@ -1,0 +1,79 @@
+"""Findings that a measurement defines, decided by their criterion where the model cannot call them.
+
+A finding is *measurement-defined* when its published criterion is its definition (``DEFINED_BY``:
+axis deviations, bradycardia and tachycardia, first-degree AV block and a long PR, long QT, low
+voltage, left-ventricular high voltage). The text model calls findings through their calibrated
+operating points; where the calibration gave a finding none (too few labelled val records: PTB-XL
+states no axis at all), the criterion decides instead, and the call says so (``decided_by``). A
+criterion that cannot be evaluated (the measurement is None, with its reason) decides nothing.
+
+Findings the model can call keep the model's call; the criterion is reported beside it
+(``criteria`` in the JSON output) but not combined with it (a fit of the combination on the val
+split is the next step: docs/measurements.md).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ecgtool.measure import Measurements, criteria
+
+# Finding id → the criteria that define it (any met: met; all evaluated and none met: not met).
+DEFINED_BY: dict[str, tuple[str, ...]] = {
+    "left_axis_deviation": ("left_axis_deviation",),
+    "right_axis_deviation": ("right_axis_deviation",),
+    "sinus_bradycardia": ("sinus_bradycardia",),
+    "bradycardia": ("bradycardia",),
+    "sinus_tachycardia": ("sinus_tachycardia",),
+    "tachycardia": ("tachycardia",),
+    "first_degree_atrioventricular_block": ("first_degree_av_block",),
+    "prolonged_pr_interval": ("first_degree_av_block",),
+    "prolonged_qt_interval": ("long_qt",),
+    "low_voltage_limb_leads": ("low_voltage_limb",),
+    "low_voltage_chest_leads": ("low_voltage_chest",),
+    "high_voltage_leads_corresponding_to_left_ventricle": ("lvh_sokolow_lyon", "lvh_cornell"),
+}
+
+
+# What each criterion reads, as ECG reports abbreviate it in every language, and its unit.
+MEASURED = {
+    "left_axis_deviation": ("QRS axis", "°"), "right_axis_deviation": ("QRS axis", "°"),
+    "sinus_bradycardia": ("HR", " bpm"), "bradycardia": ("HR", " bpm"), "sinus_tachycardia": ("HR", " bpm"),
+    "tachycardia": ("HR", " bpm"), "first_degree_av_block": ("PR", " ms"), "long_qt": ("QTc", " ms"),
+    "low_voltage_limb": ("limb QRS < 0.5 mV", ""), "low_voltage_chest": ("chest QRS < 1.0 mV", ""),
+    "lvh_sokolow_lyon": ("Sokolow-Lyon", " mV"), "lvh_cornell": ("Cornell", " mV"),
+}
+
+
+@dataclass(frozen=True)
+class MeasuredCall:
+    """A criterion's verdict on one finding: ``met`` True / False, what it rests on (the criterion
+    as published: ``threshold``), and the measured values (``values``, e.g. "QTc 462 ms")."""
+
+    finding: str
+    met: bool
+    threshold: str
+    values: str
+
+
+def measured_calls(measurements: Measurements | None) -> dict[str, MeasuredCall]:
+    """The verdict on every measurement-defined finding whose criteria could be evaluated."""
+    if measurements is None:
+        return {}
+    checks = criteria(measurements)
+    calls = {}
+    for finding, names in DEFINED_BY.items():
+        results = [checks[name] for name in names]
+        met = [c for c in results if c.met]
+        used = met or (results if all(c.met is False for c in results) else None)
+        if used is not None:
+            calls[finding] = MeasuredCall(finding, bool(met), "; ".join(c.threshold for c in used),
+                                          ", ".join(_shown(c) for c in used))
+    return calls
+
+
+def _shown(check) -> str:
+    label, unit = MEASURED.get(check.name, (check.name, ""))
+    if isinstance(check.value, bool):
+        return label if check.value else f"not {label}"
+    return f"{label} {check.value:g}{unit}"
