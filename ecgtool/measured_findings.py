@@ -45,6 +45,12 @@ MEASURED = {
 }
 
 
+# QTc is not interpretable over a wide QRS (bundle branch block, pacing): [Rautaharju 2009] advises
+# against the usual limits there, so a long QT is not decided by measurement when QRS >= 120 ms.
+WIDE_QRS_MS = 120.0
+WIDE_QRS_UNDECIDED = ("prolonged_qt_interval",)
+
+
 @dataclass(frozen=True)
 class MeasuredCall:
     """A criterion's verdict on one finding: ``met`` True / False, what it rests on (the criterion
@@ -62,7 +68,10 @@ def measured_calls(measurements: Measurements | None) -> dict[str, MeasuredCall]
         return {}
     checks = criteria(measurements)
     calls = {}
+    qrs = measurements.values.get("qrs_ms")
     for finding, names in DEFINED_BY.items():
+        if finding in WIDE_QRS_UNDECIDED and (qrs is None or qrs >= WIDE_QRS_MS):
+            continue  # a QT that holds a wide (or unmeasured) QRS says nothing of repolarisation
         results = [checks[name] for name in names]
         met = [c for c in results if c.met]
         used = met or (results if all(c.met is False for c in results) else None)

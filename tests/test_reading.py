@@ -80,3 +80,23 @@ def test_the_directory_csv_has_one_column_per_measurement(shared_data, tmp_path)
         assert {"heart_rate_bpm", "pr_ms", "qrs_ms", "qt_ms", "qtc_ms", "qtcf_ms", "qrs_axis_deg",
                 "st_j60_mv:V2"} <= set(row)
         assert 30 < float(row["heart_rate_bpm"]) < 200 and np.isfinite(float(row["qrs_ms"]))
+
+
+def test_predict_writes_a_fhir_bundle_and_reads_several_records_named_on_the_command_line(tmp_path):
+    from typer.testing import CliRunner
+
+    from ecgtool.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "reading.json"
+    result = runner.invoke(app, ["predict", str(EXAMPLES / "00318_hr.hea"), "--fhir", str(out)])
+    assert result.exit_code == 0, result.output
+    bundle = json.loads(out.read_text(encoding="utf-8"))
+    assert bundle["resourceType"] == "Bundle"
+    report = next(e["resource"] for e in bundle["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    assert report["conclusion"].startswith("この心電図は")
+    both = runner.invoke(app, ["predict", str(EXAMPLES / "00318_hr.hea"), str(EXAMPLES / "00172_hr.hea"), "--lang", "en"])
+    assert both.exit_code == 0, both.output
+    assert "00318_hr:" in both.output and "00172_hr:" in both.output and both.output.count("This ECG shows") == 2
+    wrong = runner.invoke(app, ["predict", str(EXAMPLES), "--out", str(tmp_path / "r.csv"), "--fhir", str(tmp_path / "r.ndjson")])
+    assert wrong.exit_code == 1 and "--out FILE.jsonl" in wrong.output

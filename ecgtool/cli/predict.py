@@ -26,6 +26,8 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Batch output .csv or .jsonl (directories); re-runs resume."),
     all_probabilities: bool = typer.Option(False, "--all-probabilities", help="Batch output: also one probability column per finding (98)."),
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Batch: also append each record's ECG embedding to this file (.h5, for `ecgtool search`)."),
+    fhir: Optional[Path] = typer.Option(None, "--fhir", help="Also write HL7 FHIR R4: one Bundle (.json) for a record; for directories one per line (.ndjson), from --out X.jsonl (docs/fhir.md)."),
+    fhir_all_calibrated: bool = typer.Option(False, "--fhir-all-calibrated", help="--fhir: every listed finding with a probability or a measured call, not only those present (--top 98: all)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Records per forward pass (default: 1024 on CUDA, compiled bf16; 64 on the CPU).", min=1),
     workers: int = typer.Option(0, "--workers", "-j", help="Processes reading records (0: one per core on CUDA; on CPU, read in-process).", min=0),
     device: str = device_option(),
@@ -42,7 +44,23 @@ def predict(
 
     torch_device = resolve_device(device)
     bundle = resolve_bundle(model).to(torch_device)
-    single = len(inputs) == 1 and not inputs[0].is_dir() and inputs[0].suffix.lower() not in (".txt", ".lst", ".list")
+    records_only = all(not p.is_dir() and p.suffix.lower() not in (".txt", ".lst", ".list") for p in inputs)
+    single = len(inputs) == 1 and records_only
+    if fhir is not None and superset is not None:
+        raise EcgToolError("--fhir: not with --superset (FHIR carries the registry's findings, not superset classes)")
+    if fhir is not None and not single and (out is None or out.suffix.lower() != ".jsonl"):
+        raise EcgToolError("--fhir with several records needs --out FILE.jsonl: the Bundles are made from its readings")
+    if records_only and len(inputs) > 1 and out is None:
+        # A few records named on the command line: each read in turn, as one record is.
+        for path in inputs:
+            record_id, signal = load_canonical(path, canonical_options(bundle))
+            prediction = predict_signal(record_id, str(path), signal, bundle, top, lang, superset, device=torch_device)
+            if as_json:
+                output.print_json(data=prediction_as_dict(prediction, bundle))
+            else:
+                _print_reading(prediction, lang, superset, show_ids, top)
+                output.print("")
+        return
     if bundle.calibration is None and superset is None:
         console.print(f"note: {escape(str(bundle.directory))} carries no calibration: scores only, no probability of "
                       "presence or report line (run `ecgtool calibrate`)", highlight=False, soft_wrap=True)
@@ -58,6 +76,11 @@ def predict(
 
             plot_ecg(signal, plot, f"{prediction.record_id} — 25 mm/s, 10 mm/mV — ecgtool", _plot_lines(prediction, lang))
             output.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
+        if fhir is not None:
+            from ecgtool.fhir import write_record_fhir
+
+            write_record_fhir(fhir, prediction, bundle, lang=lang, all_calibrated=fhir_all_calibrated)
+            console.print(f"FHIR Bundle written to {escape(str(fhir))}", highlight=False, soft_wrap=True)
         return
     if out is None:
         raise EcgToolError("--out FILE.csv|FILE.jsonl is required when scoring directories")
@@ -74,6 +97,11 @@ def predict(
         output.print(f"embeddings in {embeddings}" + (f"; {result.embeddings_not_added} records not added: their record id "
                      "was already in the file (ids must be unique there)" if result.embeddings_not_added else ""),
                      highlight=False, soft_wrap=True)
+    if fhir is not None:
+        from ecgtool.fhir import write_directory_fhir
+
+        count = write_directory_fhir(fhir, out, bundle, lang=lang, all_calibrated=fhir_all_calibrated)
+        output.print(f"{count} FHIR Bundles written to {fhir}", highlight=False, soft_wrap=True)
 
 
 def measurement_line(measurements, lang: str) -> str:
