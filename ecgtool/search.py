@@ -35,7 +35,7 @@ from ecgtool.errors import EcgToolError
 from ecgtool.registry import BOTH, Registry, parse_language
 from ecgtool.files import write_text_atomic
 from ecgtool.io.canonical import load_canonical
-from ecgtool.store import Store, read_shard
+from ecgtool.store import Store
 
 CHUNK_ROWS = 65536
 # Up to this many query vectors, CPU search runs one float16 matrix-vector product per query
@@ -80,8 +80,10 @@ class SearchSpace:
 
 
 def open_search_space(store: Store, bundle: Bundle, embeddings_path: str | Path | None = None) -> SearchSpace:
-    """The store's records with their vectors; refuses a store whose records are not all embedded
-    (with this bundle) and ignores vectors of records the store does not hold."""
+    """The store's records with their vectors. Every shard is verified against the store's
+    manifest (``Store.verify``); a store whose records are not all embedded (with this bundle),
+    or whose vectors were computed from other samples than the store now holds (a shard
+    re-ingested since), is refused; vectors of records the store does not hold are ignored."""
     check_store_matches(bundle, store)
     path = Path(embeddings_path) if embeddings_path is not None else default_embeddings_path(store.directory, bundle)
     if not path.is_file():
@@ -90,13 +92,14 @@ def open_search_space(store: Store, bundle: Bundle, embeddings_path: str | Path 
     embeddings = read_embeddings(path, bundle)
     row_in_file = {record_id: row for row, record_id in enumerate(embeddings.record_ids)}
     record_ids, patient_ids, splits, sources, findings, locations, rows = [], [], [], [], [], [], []
-    missing = 0
-    for shard in store.manifest["shards"]:
+    missing = stale = 0
+    for shard, content in zip(store.manifest["shards"], store.shards(with_signal=False)):
         shard_path = store.directory / shard["file"]
-        content = read_shard(shard_path, with_signal=False)
         found = [row_in_file.get(record_id) for record_id in content.record_id]
         present = [index for index, row in enumerate(found) if row is not None]
         missing += len(found) - len(present)
+        shard_sha256 = store.shard_sha256(shard["file"]).encode("ascii")
+        stale += sum(embeddings.shard_sha256[found[index]] != shard_sha256 for index in present)
         rows.extend(found[index] for index in present)
         record_ids.extend(content.record_id[index] for index in present)
         patient_ids.extend(content.patient_id[index] for index in present)
@@ -107,6 +110,10 @@ def open_search_space(store: Store, bundle: Bundle, embeddings_path: str | Path 
     if missing:
         raise SearchError(f"{path}: lacks the embeddings of {missing} records of {store.directory}; "
                           f"run `ecgtool embed --store {store.directory}` again (it adds only the new records)")
+    if stale:
+        raise SearchError(f"{path}: the vectors of {stale} records were not computed from the samples "
+                          f"{store.directory} now holds (re-ingested since, or embedded elsewhere); "
+                          f"run `ecgtool embed --store {store.directory}` again (it re-embeds them)")
     if not record_ids:
         raise SearchError(f"{store.directory}: the store holds no records")
     return SearchSpace(store, path, record_ids, patient_ids, splits, sources, np.concatenate(findings), locations,

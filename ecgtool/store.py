@@ -5,6 +5,7 @@ Layout of a store directory::
     manifest.json        shard list, counts per split, registry, input contract, skip list
     ingest-config.json   the settings the store was made with (a re-run must match them)
     train-00000.h5 …     one file per shard; every shard holds records of one split only
+    verified.json        shards whose checksum was verified, by file identity (``Store.verify``)
 
 Each shard holds, for its ``n`` records:
 
@@ -23,7 +24,9 @@ prompt_ja/_en  (n,) str             the report prompt built from the findings ('
 
 A shard is written to ``<name>.tmp`` and renamed when complete, so a shard that exists is whole.
 ``Store`` reads a store; ``store_batches`` reads shards' samples batch by batch straight into
-the caller's memory (``ecgtool.fast_encoder``'s pinned buffers).
+the caller's memory (``ecgtool.fast_encoder``'s pinned buffers). Every reader of a store checks
+the shards it reads against the manifest first, through ``Store.verify`` (``Store.shards`` does
+so itself).
 """
 
 from __future__ import annotations
@@ -31,6 +34,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +48,8 @@ from ecgtool.files import file_sha256, move_into_place, temporary_path
 
 MANIFEST = "manifest.json"
 CONFIG = "ingest-config.json"
+VERIFIED = "verified.json"
+_SETTLED_NS = 2_000_000_000
 STORE_FORMAT_VERSION = 1
 STRING_FIELDS = ("record_id", "patient_id", "source", "report", "prompt_ja", "prompt_en", "acquisition")
 # float16 keeps 11 significant bits: the rounding error is at most 2^-11 of the magnitude.
@@ -316,6 +323,9 @@ class Store:
             raise StoreError(f"{manifest_path}: damaged manifest (not a JSON object)")
         if self.manifest.get("format_version") != STORE_FORMAT_VERSION:
             raise StoreError(f"{manifest_path}: store format {self.manifest.get('format_version')} is not supported")
+        self._entries = {shard["file"]: shard for shard in self.manifest["shards"]}
+        self._verified: set[str] = set()  # shard files verified by this instance
+        self._computed_sha256: dict[str, str] = {}
 
     @property
     def registry_hash(self) -> str:
@@ -335,25 +345,87 @@ class Store:
             if split is None or shard["split"] == split
         ]
 
-    def verify(self, split: str | None = None) -> None:
-        """Check every shard of ``split`` (all by default) against the manifest: present, the same
-        bytes (SHA-256) and the same records. A damaged, replaced or swapped shard (e.g. another
-        split's copied over a test shard) is a one-line ``StoreError`` naming it. Stores written
-        before the manifest held checksums are checked for presence only."""
-        for shard in self.manifest["shards"]:
-            if split is not None and shard["split"] != split:
+    def shard_sha256(self, file: str) -> str:
+        """The SHA-256 the manifest records for shard ``file`` (computed from the file for stores
+        written before the manifest held checksums): what the samples read from it are keyed to
+        (``ecgtool.embeddings``)."""
+        entry = self._entries[file]
+        return entry.get("sha256") or self._computed_sha256.setdefault(file, file_sha256(self.directory / file))
+
+    def verify(self, split: str | None = None, files: Iterable[str] | None = None) -> None:
+        """Check every shard of ``split`` (all by default), or the shard ``files`` named, against
+        the manifest: present, the same bytes (SHA-256) and the same records. A damaged, replaced
+        or overwritten shard (e.g. another split's copied over a test shard, or samples written
+        into it) is a one-line ``StoreError`` naming it. Stores written before the manifest held
+        checksums are checked for presence only.
+
+        Every reader of a store calls this for what it reads. A shard's checksum is computed
+        once per file: ``verified.json`` remembers the file's identity (device, inode, size,
+        modification and change times) when it matched, so an unchanged file is not hashed again
+        (any write to it, or its replacement, changes its change time)."""
+        names = list(files) if files is not None else [
+            shard["file"] for shard in self.manifest["shards"] if split is None or shard["split"] == split]
+        remembered = self._read_verified()
+        newly = {}
+        for name in names:
+            if name in self._verified:
                 continue
-            path = self.directory / shard["file"]
-            if not path.is_file():
-                raise StoreError(f"{path}: shard missing; re-run the ingest that made this store")
-            if "sha256" in shard and file_sha256(path) != shard["sha256"]:
-                raise StoreError(f"{path}: does not match the manifest's checksum (damaged or replaced); "
-                                 "delete it and re-run the ingest that made this store")
+            shard = self._entries.get(name)
+            path = self.directory / name
+            if shard is None:
+                raise StoreError(f"{path}: not a shard of this store's manifest")
+            try:
+                identity = _file_identity(path)
+            except FileNotFoundError:
+                raise StoreError(f"{path}: shard missing; re-run the ingest that made this store") from None
+            if "sha256" in shard and remembered.get(name) != [shard["sha256"], *identity]:
+                if file_sha256(path) != shard["sha256"]:
+                    raise StoreError(f"{path}: does not match the manifest's checksum (damaged or replaced); "
+                                     "delete it and re-run the ingest that made this store")
+                # File times are coarse (a few ms): a file changed just now could change again
+                # under the same times, so it is only remembered once it has been still a while.
+                if time.time_ns() - identity[-1] > _SETTLED_NS:
+                    newly[name] = [shard["sha256"], *identity]
             if "record_ids_sha256" in shard:
                 content = read_shard(path, with_signal=False)
                 if len(content) != shard["records"] or record_ids_digest(content.record_id) != shard["record_ids_sha256"]:
                     raise StoreError(f"{path}: holds other records than the manifest says ({shard['split']} split)")
+            self._verified.add(name)
+        if newly:
+            self._remember_verified({**remembered, **newly})
+
+    def _read_verified(self) -> dict:
+        try:
+            remembered = json.loads((self.directory / VERIFIED).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return {}
+        return remembered if isinstance(remembered, dict) else {}
+
+    def _remember_verified(self, remembered: dict) -> None:
+        """Write ``verified.json`` (best effort: a store on a read-only disk is hashed on every
+        run). Concurrent readers each write a temporary file of their own and rename it."""
+        remembered = {name: value for name, value in remembered.items() if name in self._entries}
+        try:
+            descriptor, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{VERIFIED}.", suffix=".tmp")
+        except OSError:
+            return
+        try:
+            os.fchmod(descriptor, 0o644)  # as readable as the shards it describes
+            with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+                json.dump(remembered, handle)
+            os.replace(tmp, self.directory / VERIFIED)
+        except OSError:
+            Path(tmp).unlink(missing_ok=True)
 
     def shards(self, split: str | None = None, with_signal: bool = True) -> Iterator[ShardContent]:
+        """Each shard of ``split`` (all by default), verified (``verify``) before it is read."""
         for path in self.shard_paths(split):
+            self.verify(files=[path.name])
             yield read_shard(path, with_signal=with_signal)
+
+
+def _file_identity(path: Path) -> list[int]:
+    """What changes when a file is written to or replaced: device, inode, size, modification and
+    change times (the change time cannot be set back by a program)."""
+    status = os.stat(path)
+    return [status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns]

@@ -358,8 +358,10 @@ def test_embedding_is_incremental_and_keeps_what_was_there(tiny, tmp_path):
     keep = [i for i, r in enumerate(reference.record_ids) if r not in set(left_out)]
     partial = tmp_path / "partial.h5"
     with EmbeddingWriter(partial, bundle) as writer:
-        writer.append([reference.record_ids[i] for i in keep], reference.vectors[keep].astype(np.float32),
-                      [reference.patient_ids[i] for i in keep])
+        for shard_sha256 in dict.fromkeys(reference.shard_sha256[keep]):  # each vector keyed to its shard
+            rows = [i for i in keep if reference.shard_sha256[i] == shard_sha256]
+            writer.append([reference.record_ids[i] for i in rows], reference.vectors[rows].astype(np.float32),
+                          [reference.patient_ids[i] for i in rows], shard_sha256.decode("ascii"))
     kept_before = read_embeddings(partial, bundle)
     result = embed_store(store, bundle, partial)
     assert (result.embedded, result.already) == (len(left_out), len(keep))

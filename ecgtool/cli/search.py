@@ -19,7 +19,8 @@ def embed(
     batch_size: int = typer.Option(256, "--batch-size", min=1),
     device: str = device_option(),
 ):
-    """Write every record's ECG embedding beside the store; a re-run adds only new records.
+    """Write every record's ECG embedding beside the store; a re-run adds only new records, and
+    re-embeds those whose stored samples changed (a re-ingest).
 
     Example: ecgtool embed --store stores/ptbxl
     """
@@ -32,9 +33,13 @@ def embed(
     bundle = resolve_bundle(model).to(torch_device)
     with rate_progress("embed", "records") as show:
         result = embed_store(Store(store), bundle, out, batch_size, torch_device, progress=show)
-    rate = f" ({result.records_per_second:,.1f} records/s)" if result.embedded else ""
-    output.print(f"{result.embedded} records embedded{rate}, {result.already} already in {result.path}",
-                 highlight=False, soft_wrap=True)
+    rate = f"{result.records_per_second:,.1f} records/s" if result.embedded or result.reembedded else ""
+    if result.reembedded:
+        done = (f"{result.embedded} records embedded and {result.reembedded} re-embedded ({rate}; the store's samples "
+                "of those had changed since they were embedded: re-ingested)")
+    else:
+        done = f"{result.embedded} records embedded" + (f" ({rate})" if rate else "")
+    output.print(f"{done}, {result.already} already in {result.path}", highlight=False, soft_wrap=True)
 
 
 @one_line_errors
