@@ -12,6 +12,7 @@ from pathlib import Path
 from ecgtool.bench.calibration import operating_point_table, reliability_table, summary_table, uncalibrated_note
 from ecgtool.bench.retrieval import print_retrieval, retrieval_markdown
 from ecgtool.bench.run import PAPER_SYSTEMS, SUPERSET_MODES
+from ecgtool.bench.table import print_table
 from ecgtool.plot import japanese_font, save_figure
 
 MODE_TITLES = {
@@ -41,7 +42,18 @@ def summary_lines(result: dict) -> list[str]:
         f"{result['records']} records, {result['records_with_findings']} with at least one finding",
         f"registry {result['registry']['version']} ({result['registry']['hash']})",
     ]
+    warning = in_sample_warning(result["split"])
+    if warning:
+        lines.append(f"WARNING: {warning}")
     return lines
+
+
+def in_sample_warning(split: str) -> str | None:
+    """Why figures on ``split`` are not held-out figures, or None for val and test."""
+    if split != "train":
+        return None
+    return ("the train split: a model trained on this store has learnt these records, so these figures are not "
+            "held-out and overstate its accuracy (use --split test)")
 
 
 def per_label_table(result: dict) -> tuple[list[str], list[list[str]]]:
@@ -139,45 +151,27 @@ def headline_rows(result: dict, dropped: list[str] | None = None) -> list[list[s
 # --- terminal ---------------------------------------------------------------------------------
 
 def print_terminal(result: dict, console, dropped: list[str] | None = None) -> None:
-    from rich.table import Table
-
+    """The tables on the terminal, as wide as ``console`` and without a number cut
+    (``bench.table.print_table``)."""
     for line in summary_lines(result):
-        console.print(line)
+        console.print(line, highlight=False)
     header, rows = per_label_table(result)
-    table = Table(title="Per-label top-1 / top-5 % over (record, finding) pairs — the paper's Table 9 protocol",
-                  title_justify="left")
-    for index, name in enumerate(header):
-        table.add_column(name, justify="left" if index < 2 or index == len(header) - 1 else "right")
-    for row in rows:
-        table.add_row(*row)
-    console.print(table)
+    print_table(console, "Per-label top-1 / top-5 % over (record, finding) pairs — the paper's Table 9 protocol",
+                header, rows, text_columns=2, trailing_text=True)
     for test in result["superset"]:
         header, rows, notes = superset_table(result, test)
-        table = Table(title=f"Zero-shot {TEST_TITLES.get(test, test)}: accuracy %", title_justify="left",
-                      caption="\n".join(notes), caption_justify="left")
-        for index, name in enumerate(header):
-            table.add_column(name, justify="left" if index < 2 else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        print_table(console, f"Zero-shot {TEST_TITLES.get(test, test)}: accuracy %", header, rows, text_columns=2,
+                    caption="\n".join(notes))
     for title, (header, rows), caption in calibration_sections(result):
         if not header:
             console.print(title)
             continue
-        table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
-        for index, name in enumerate(header):
-            table.add_column(name, justify="left" if index < 3 else "right")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        text_columns = 3 if header[:2] == ["finding", "所見"] else 1
+        print_table(console, title, header, rows, text_columns=text_columns, caption=caption)
     if result.get("retrieval"):
         print_retrieval(result["retrieval"], console)
-    table = Table(title="Headline figures (points; AUROC × 100)", title_justify="left")
-    for name in ("figure", "value", ""):
-        table.add_column(name)
-    for row in headline_rows(result, dropped):
-        table.add_row(*row)
-    console.print(table)
+    print_table(console, "Headline figures (points; AUROC × 100)", ["figure", "value", ""], headline_rows(result, dropped),
+                text_columns=1, trailing_text=True)
 
 
 # --- Markdown -------------------------------------------------------------------------------

@@ -158,12 +158,7 @@ def retrieval_markdown(figures: dict) -> str:
 
 
 def print_retrieval(figures: dict, console) -> None:
-    from rich.table import Table
+    from ecgtool.bench.table import print_table
 
     for title, header, rows in retrieval_tables(figures):
-        table = Table(title=title)
-        for index, column in enumerate(header):
-            table.add_column(column, justify="left" if index < (2 if "所見" in header else 1) else "right", overflow="fold")
-        for row in rows:
-            table.add_row(*row)
-        console.print(table)
+        print_table(console, title, header, rows, text_columns=2 if "所見" in header else 1)

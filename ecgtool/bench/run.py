@@ -242,18 +242,17 @@ def headline_figures(result: dict) -> dict[str, float]:
     return headline
 
 
-def regressions(result: dict, baseline: dict, max_drop: float) -> list[str]:
-    """Headline figures that fell by more than ``max_drop`` points against ``baseline``.
+def regressions(result: dict, baseline: dict, max_drop: float, source: str | Path = "the baseline") -> list[str]:
+    """Headline figures that fell by more than ``max_drop`` points against ``baseline`` (read
+    from ``source``, named in errors).
 
     Figures missing on either side or undefined (``nan``) are not compared; ``BenchError`` when
     none can be compared at all (a baseline of another split or language, say).
     """
-    current, before = result["headline"], baseline.get("headline")
-    if not isinstance(before, dict):
-        raise BenchError("the baseline has no headline figures (not an `ecgtool bench --json` output)")
+    current, before = result["headline"], _headline(baseline, source)
     compared = [key for key in before if key in current and _defined(before[key]) and _defined(current[key])]
     if not compared:
-        raise BenchError("the baseline shares no headline figure with this run (other split or languages?)")
+        raise BenchError(f"{source}: shares no headline figure with this run (other split or languages?)")
     dropped = []
     for key in compared:
         # Calibration errors (Brier, ECE) are better when lower: for them a rise is the drop.
@@ -293,11 +292,47 @@ def _published_rows(name: str) -> list[dict]:
 
 
 def load_baseline(path: str | Path) -> dict:
-    """A bench JSON output used as the regression gate's reference."""
+    """A bench JSON output used as the regression gate's reference.
+
+    A baseline must be one: a JSON object whose ``headline`` maps figure names to numbers
+    (``null`` where undefined), at least one of them defined. Anything else (``null``, ``[]``,
+    ``0``, an object without figures) is a ``BenchError`` naming the file, so that a gate never
+    passes by comparing nothing."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        baseline = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise BenchError(f"{path}: no such baseline file") from None
-    except json.JSONDecodeError as error:
-        raise BenchError(f"{path}: not a bench JSON file ({error.msg} at line {error.lineno})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        where = f"{error.msg} at line {error.lineno}" if isinstance(error, json.JSONDecodeError) else "not UTF-8 text"
+        raise BenchError(f"{path}: not a bench JSON file ({where})") from None
+    _headline(baseline, path)
+    return baseline
+
+
+def _headline(baseline, source: str | Path) -> dict:
+    """The headline figures of a baseline, or a ``BenchError`` naming ``source`` saying why it is none."""
+    if not isinstance(baseline, dict):
+        raise BenchError(f"{source}: not a bench baseline (a JSON {_json_kind(baseline)}, not the object "
+                         "`ecgtool bench --json` writes)")
+    headline = baseline.get("headline")
+    if not isinstance(headline, dict) or not headline:
+        raise BenchError(f"{source}: not a bench baseline (no headline figures; `ecgtool bench --json` writes them)")
+    for key, value in headline.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise BenchError(f"{source}: headline figure {key} is a JSON {_json_kind(value)}, not a number")
+    if not any(_defined(value) for value in headline.values()):
+        raise BenchError(f"{source}: not a bench baseline (every headline figure is null)")
+    return headline
+
+
+def _json_kind(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return f"boolean ({str(value).lower()})"
+    if isinstance(value, (int, float)):
+        return f"number ({value})"
+    if isinstance(value, str):
+        return "string"
+    return "array" if isinstance(value, list) else "object"

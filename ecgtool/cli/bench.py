@@ -15,7 +15,7 @@ from ecgtool.errors import EcgToolError
 def bench(
     store: Path = typer.Option(..., "--store", "-s", help="Store made by `ecgtool ingest` (its held-out split is scored)."),
     model: Optional[Path] = typer.Option(None, "--model", "-m", help="Model bundle (default: the one shipped with ecgtool)."),
-    split: str = typer.Option("test", "--split", help="Store split to score: test (default) or val."),
+    split: str = typer.Option("test", "--split", help="Store split to score: test (default) or val (train: in-sample, with a warning)."),
     lang: str = typer.Option("both", "--lang", help="Prompt language(s): ja, en or both."),
     as_json: Optional[Path] = typer.Option(None, "--json", help="Write every figure as JSON here (the --baseline format)."),
     markdown: Optional[Path] = typer.Option(None, "--markdown", help="Write the tables as Markdown here."),
@@ -32,7 +32,7 @@ def bench(
 
     Example: ecgtool bench --store store-public --json bench.json --baseline benchmarks/baselines/default-model.json
     """
-    from ecgtool.bench.report import plot_per_label, print_terminal, to_markdown
+    from ecgtool.bench.report import in_sample_warning, plot_per_label, print_terminal, to_markdown
     from ecgtool.bench.run import load_baseline, regressions, run_bench
     from ecgtool.bundle import resolve_bundle
     from ecgtool.devices import resolve_device
@@ -41,12 +41,15 @@ def bench(
     from ecgtool.store import Store
 
     languages = parse_languages(lang)
+    warning = in_sample_warning(split)
+    if warning:
+        console.print(f"warning: {warning}", highlight=False, soft_wrap=True)
     registry = load_registry()
     torch_device = resolve_device(device)
     bundle = resolve_bundle(model, registry).to(torch_device)
     reference = load_baseline(baseline) if baseline is not None else None
     result = run_bench(bundle, Store(store), registry, split, languages, confusions, torch_device)
-    dropped = regressions(result, reference, max_drop) if reference is not None else []
+    dropped = regressions(result, reference, max_drop, baseline) if reference is not None else []
     print_terminal(result, output, dropped)
     if as_json is not None:
         write_json_atomic(as_json, result)
