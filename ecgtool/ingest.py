@@ -118,7 +118,8 @@ class IngestResult:
     manifest: dict
     shards_written: int
     seconds: float
-    records_converted: int
+    records_converted: int  # read by this run (stored or skipped)
+    records_stored: int = 0  # of those, written to the store
 
     @property
     def records_per_second(self) -> float:
@@ -330,7 +331,8 @@ def ingest(
     metadata : paths
         PTB-XL database or sidecar CSV files (see ``ecgtool.annotations``).
     overwrite : bool
-        Replace a store made with other settings instead of refusing.
+        Replace a store made with other settings, and shards written from other records,
+        instead of refusing.
     progress : callable, optional
         Called as ``progress(records_done, records_total)`` while converting.
 
@@ -361,13 +363,14 @@ def ingest(
     with exclusive_output(out_dir, is_directory=True):
         _prepare_out_dir(out_dir, config, overwrite)
         plan = _plan_shards(index.candidates, options.shard_size, _digest(config))
-        pending = [(name, members, digest) for name, members, digest in plan if not _shard_is_done(out_dir / name, digest)]
+        pending = [(name, members, digest) for name, members, digest in plan
+                   if not _shard_is_done(out_dir / name, digest, overwrite)]
         total = sum(len(members) for _, members, _ in pending)
         pool, counter = _start_pool(options) if pending else (None, None)
-        converted, shard_sha256 = 0, {}
+        converted, stored, shard_sha256 = 0, 0, {}
         try:
             if pending:
-                converted, shard_sha256 = _convert(pending, out_dir, registry, progress, total, pool, counter)
+                converted, stored, shard_sha256 = _convert(pending, out_dir, registry, progress, total, pool, counter)
         except BaseException:
             if pool is not None:
                 pool.terminate()  # stop the other workers before removing what they were writing
@@ -387,6 +390,7 @@ def ingest(
         shards_written=len(pending),
         seconds=time.perf_counter() - started,
         records_converted=converted,
+        records_stored=stored,
     )
 
 
@@ -424,13 +428,17 @@ def _plan_shards(candidates: list[Candidate], shard_size: int, config_digest: st
     return plan
 
 
-def _shard_is_done(path: Path, digest: str) -> bool:
+def _shard_is_done(path: Path, digest: str, overwrite: bool = False) -> bool:
+    """Whether the shard at ``path`` was written, from these records; one written from others is
+    an error, or (``overwrite``) written again."""
     if not path.exists():
         return False
     try:
         written_from = read_shard_attributes(path).get("candidates_digest")
     except OSError:
         return False  # unreadable: write it again
+    if written_from != digest and overwrite:
+        return False
     if written_from != digest:
         raise IngestError(
             f"{path}: was written from a different set of records (inputs changed since); "
@@ -493,10 +501,10 @@ def acquisition_metadata(record, derived_leads: tuple[str, ...]) -> dict:
 _WRITE_BLOCK = 64
 
 
-def _write_shard_task(task: _ShardTask) -> tuple[int, str]:
+def _write_shard_task(task: _ShardTask) -> tuple[int, int, str]:
     """Worker: read, convert and write every record of one shard; the shard appears only when whole.
 
-    Returns the records done and the shard's SHA-256, computed here while its pages are hot and
+    Returns the records done, those stored and the shard's SHA-256, computed here while its pages are hot and
     the workers run in parallel (the main process hashing every shard after the pool took ~0.1 s
     per thousand records, on one core)."""
     options = _worker_options
@@ -536,7 +544,7 @@ def _check_free_space(task: _ShardTask, options: IngestOptions) -> None:
                           "free space and re-run the same command to resume")
 
 
-def _write_shard(task: _ShardTask, options: IngestOptions) -> tuple[int, str]:
+def _write_shard(task: _ShardTask, options: IngestOptions) -> tuple[int, int, str]:
     writer = ShardWriter(task.path, task.findings.shape[1], options.dtype)
     skipped = []
     try:
@@ -553,7 +561,7 @@ def _write_shard(task: _ShardTask, options: IngestOptions) -> tuple[int, str]:
     except BaseException:
         writer.abort()
         raise
-    return len(task.members), file_sha256(task.path)
+    return len(task.members), writer.length, file_sha256(task.path)
 
 
 def _block_content(block: list[Candidate], outcomes, kept: list[int], findings: np.ndarray, options: IngestOptions) -> ShardContent:
@@ -582,10 +590,10 @@ def _start_pool(options: IngestOptions):
     return context.Pool(workers, initializer=_init_worker, initargs=(options, counter)), counter
 
 
-def _convert(pending, out_dir: Path, registry: Registry, progress, total: int, pool, counter) -> tuple[int, dict[str, str]]:
+def _convert(pending, out_dir: Path, registry: Registry, progress, total: int, pool, counter) -> tuple[int, int, dict[str, str]]:
     """Stage 2: one task per missing shard; workers write shards in parallel, largest first.
 
-    Returns the records converted and the SHA-256 of each shard written, by file name."""
+    Returns the records converted, those stored and the SHA-256 of each shard written, by file name."""
     tasks = [
         _ShardTask(
             path=out_dir / name,
@@ -610,10 +618,10 @@ def _convert(pending, out_dir: Path, registry: Registry, progress, total: int, p
                               "finished shards are kept: re-run the same command to resume")
         time.sleep(0.1)
     written = [result.get() for result in results]  # re-raises a worker's exception
-    done = sum(count for count, _ in written)
+    done = sum(count for count, _, _ in written)
     if progress:
         progress(done, total)
-    return done, {task.path.name: sha256 for task, (_, sha256) in zip(tasks, written)}
+    return done, sum(stored for _, stored, _ in written), {task.path.name: sha256 for task, (_, _, sha256) in zip(tasks, written)}
 
 
 def _write_manifest(out_dir: Path, plan, index: IndexResult, registry: Registry, options: IngestOptions, config: dict,

@@ -69,7 +69,7 @@ def ingest(
     test_fraction: float = typer.Option(0.1, "--test-fraction", help="Patients in test when no fold/split column decides.", min=0.0, max=1.0),
     seed: str = typer.Option("ecgtool", "--seed", help="Salt of the patient hash that places patients in splits."),
     no_checksums: bool = typer.Option(False, "--no-checksums", help="Do not verify signal checksums (WFDB, MUSE CRC-32, SCP-ECG CRC)."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a store made with other settings."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a store made with other settings or from other records."),
 ):
     """Ingest raw records into a sharded HDF5 store with patient-level splits.
 
@@ -107,9 +107,11 @@ def _print_ingest_summary(result) -> None:
     table.add_row("skipped", str(len(manifest["skipped"])), "", "")
     output.print(table)
     if result.records_converted:
+        left_out = result.records_converted - result.records_stored
         output.print(
-            f"converted {result.records_converted} records in {result.seconds:.1f} s "
-            f"({result.records_per_second:,.0f} records/s); {result.shards_written} shards written"
+            f"stored {result.records_stored} records"
+            + (f" of {result.records_converted} read ({left_out} skipped, listed below)" if left_out else "")
+            + f" in {result.seconds:.1f} s ({result.records_per_second:,.0f} records/s); {result.shards_written} shards written"
         )
     else:
         output.print("nothing to convert: every shard was already complete")

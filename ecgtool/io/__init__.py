@@ -18,6 +18,8 @@ extension never decides alone (a GE MUSE export named ``.XML``, ``.xml`` or noth
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +64,23 @@ FORMATS: tuple[RecordFormat, ...] = (
 )
 
 
+_SPECIAL_FILES = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                  (stat.S_ISBLK, "a block device"))
+
+
+def not_a_regular_file(path: str | Path) -> str | None:
+    """Why the file at ``path`` must not be read as a record (a FIFO, whose reading waits for a
+    writer forever; a socket; a device), or None for a regular file, a folder or a missing path."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "a special file")
+    return f"not a regular file ({kind}): not read"
+
+
 def format_of(path: Path, head: bytes | None = None) -> RecordFormat | None:
     """The format of the file at ``path`` by its content (WFDB by its ``.hea``), or None."""
     if path.suffix.lower() == ".hea":
@@ -91,7 +110,7 @@ def read_record(path: str | Path, verify_checksums: bool = True, record_format: 
         No such file, an unrecognised format, or whatever the format's reader found wrong.
     """
     path = Path(path)
-    if record_format is not None:
+    if record_format is not None:  # found by discovery, which reads regular files only
         return record_format.read(path, verify_checksums=verify_checksums)
     if path.suffix.lower() in (".dat", ".mat", "") and path.with_suffix(".hea").exists():
         path = path.with_suffix(".hea")
@@ -99,6 +118,9 @@ def read_record(path: str | Path, verify_checksums: bool = True, record_format: 
         raise RecordError(path, "no such file")
     if path.is_dir():
         raise RecordError(path, "is a directory, not a record (use a batch command for folders)")
+    special = not_a_regular_file(path)
+    if special:
+        raise RecordError(path, special)
     record_format = format_of(path)
     if record_format is None:
         if path.suffix.lower() in (".dat", ".mat"):

@@ -6,6 +6,7 @@ contract) read records through here, so that a file reads alike wherever it is r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,18 @@ def read_canonical(path: str | Path, options: CanonicalOptions, verify_checksums
         When the record cannot be read or brought to the canonical form.
     """
     record = read_record(path, verify_checksums, record_format)
-    return record, canonicalize(record, options)
+    try:
+        return record, canonicalize(record, options)
+    except RecordError as error:
+        if options.derive_limb_leads:
+            raise
+        # Readable once the limb leads are derived from I and II: it lacks only those; say so.
+        try:
+            canonicalize(record, replace(options, derive_limb_leads=True))
+        except RecordError:
+            raise error from None
+        raise RecordError(record.path, f"{error.reason}; they follow from I and II: "
+                                       "`ecgtool ingest --derive-limb-leads` computes them") from None
 
 
 def read_canonical_or_reason(path: str | Path, options: CanonicalOptions, verify_checksums: bool = True,

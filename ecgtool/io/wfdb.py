@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from ecgtool.errors import RecordError
+from ecgtool.io import not_a_regular_file
 from ecgtool.io.matv4 import read_matv4_matrix
 from ecgtool.io.wfdb_header import SignalSpec, WfdbHeader, read_header
 from ecgtool.record import Record
@@ -113,6 +114,9 @@ def _signals_by_file(header: WfdbHeader) -> dict[str, list[int]]:
 def _read_signal_file(header: WfdbHeader, file_name: str, specs: list[SignalSpec]) -> np.ndarray:
     """Decode one signal file holding the interleaved samples of ``specs``: (n_specs, n)."""
     path = header.path.parent / file_name
+    special = not_a_regular_file(path)
+    if special:
+        raise RecordError(path, f"signal file named by the header: {special}")
     n_samples = _declared_samples(header)
     if file_name.lower().endswith(".mat"):
         matrix = read_matv4_matrix(path)
