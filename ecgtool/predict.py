@@ -41,7 +41,7 @@ from ecgtool.embeddings import EmbeddingWriter
 from ecgtool.errors import EcgToolError
 from ecgtool.fast_encoder import FastEncoder
 from ecgtool.io.canonical import load_canonical, read_canonical_or_reason
-from ecgtool.io.discover import find_records
+from ecgtool.io.discover import find_records, is_record_list, read_record_list
 from ecgtool.measure import Measurements, criteria, measure
 from ecgtool.measured_findings import measured_calls
 from ecgtool.output_lock import exclusive_output
@@ -223,27 +223,19 @@ class DirectoryResult:
 
 
 def records_to_score(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Path, str]]]:
-    """Every record under ``inputs`` (directories, record files, or a text file listing paths).
-
-    Also returns the files found in directories that are not records, with the reason.
-    """
+    """Every record under ``inputs`` (directories, record files, or text files listing paths), each
+    once however it is named (resolved; a WFDB record by its .hea); and the files found in
+    directories that are not records, with the reason."""
     paths: list[Path] = []
     directories = []
-    for item in inputs:
-        item = Path(item)
-        if item.is_file() and item.suffix.lower() in (".txt", ".lst", ".list"):
-            base = item.parent
-            try:
-                lines = item.read_text(encoding="utf-8").splitlines()
-            except UnicodeDecodeError as error:
-                raise PredictError(f"{item}: not a UTF-8 text list of record paths (byte {error.start} is not text)") from None
-            if any("\x00" in line for line in lines):
-                raise PredictError(f"{item}: not a text list of record paths (holds NUL bytes)")
-            paths.extend((base / line.strip()) for line in lines if line.strip())
+    for item in map(Path, inputs):
+        if is_record_list(item):
+            paths.extend(read_record_list(item))
         else:
             directories.append(item)
     found, rejected = find_records(directories) if directories else ([], [])
-    return paths + [record.path for record in found], [(f.path, f.reason) for f in rejected]
+    paths += [record.path.resolve() for record in found]
+    return list(dict.fromkeys(paths)), [(f.path, f.reason) for f in rejected]
 
 
 @dataclass(frozen=True)

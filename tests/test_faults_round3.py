@@ -217,8 +217,6 @@ def test_a_list_file_names_each_record_once_and_skips_comments(tmp_path):
     assert read_record_list(listing) == [records / "00299_hr.hea", records / "00180_hr.hea"]
 
 
-@pytest.mark.xfail(strict=True, reason="ecgtool/predict.py's records_to_score must read list files with "
-                                       "ecgtool.io.discover.read_record_list (the lead's file)")
 def test_predict_scores_a_record_listed_four_ways_once(tmp_path):
     listing = _list_naming_one_record_four_ways(tmp_path)
     done = _cli("predict", listing, "--out", tmp_path / "scores.csv")

@@ -81,7 +81,7 @@ def test_predict_prints_five_findings_for_each_format(shared_data, name):
     assert done.returncode == 0, done.stderr
     prediction = json.loads(done.stdout)
     assert prediction["record_id"] == Path(ONE_FILE_PER_FORMAT[name]).stem
-    assert len(prediction["findings"]) == 5
+    assert len(prediction["findings"]) >= 5  # the top 5, and every finding with a call below them
 
 
 def test_placeholder_patient_ids():

@@ -178,5 +178,5 @@ def _plot_lines(prediction, lang: str) -> list[str]:
     if prediction.report is None:
         return [f"{rank}. {f.name}  (score {f.score:.3f})" for rank, f in enumerate(prediction.findings, start=1)]
     lines = [prediction.report]
-    lines += [f"• {f.name}  {f.probability:.0%}" for f in prediction.present]
+    lines += [f"• {f.name}  " + ("†" if f.probability is None else f"{f.probability:.0%}") for f in prediction.present]
     return lines
