@@ -1,18 +1,25 @@
 """The measurements of ``benchmarks/device_check.sh`` that are not a CLI command of their own.
 
     python benchmarks/device_check.py pick-records --data DATA --count N   PTB-XL 100 Hz records of folds 1-9
-    python benchmarks/device_check.py weights-diff A.pt B.pt          largest weight difference of two checkpoints
+    python benchmarks/device_check.py weights-diff A.pt B.pt [--kill K.json] [--exact]   largest weight difference
+    python benchmarks/device_check.py kill-mid-run --run DIR --after-step N -- ecgtool train ... --out DIR
+                                                                      SIGKILL a training run mid-run
     python benchmarks/device_check.py store-scores --store S --model BUNDLE --device cuda [--batch-size 1024]
     python benchmarks/device_check.py embed-rate --model LM --store S --device cuda [--batch-size 64]
     python benchmarks/device_check.py summary --out DIR --device cuda       one JSON of every part's figures
 
-Each prints one JSON object (and ``summary`` writes ``DIR/device-check.json``).
+Each prints one JSON object (and ``summary`` writes ``DIR/device-check.json``); ``kill-mid-run``
+and ``weights-diff --exact`` exit with status 1 when what they check did not happen.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -54,6 +61,59 @@ def weights_diff(a: Path, b: Path) -> dict:
     keys = [k for k in first["model"] if first["model"][k].is_floating_point()]
     largest = max(float((first["model"][k].double() - second["model"][k].double()).abs().max()) for k in keys)
     return {"largest_weight_difference": largest, "steps": [first["state"]["global_step"], second["state"]["global_step"]]}
+
+
+def _read_progress(path: Path) -> dict | None:
+    """The training run's progress file (written whole, by a rename), or None before the first."""
+    try:
+        return json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def kill_mid_run(command: list[str], run: Path, after_step: int, timeout: float, log: Path | None) -> dict:
+    """Start ``command`` (``ecgtool train ... --out RUN --checkpoint-every-steps 1``) and SIGKILL
+    it, with its whole process group, as soon as ``RUN/checkpoints/progress.json`` (rewritten after
+    every checkpoint) shows a checkpoint at ``after_step`` or later and before the last step.
+    Polled every 5 ms in this one process: a JSON read, no ``torch.load``. ``killed`` is False
+    (and the exit status 1) when the run ended, or ``timeout`` seconds passed, first."""
+    progress_file = run / "checkpoints" / "progress.json"
+    output = open(log, "w") if log else subprocess.DEVNULL
+    started = time.monotonic()
+    process = subprocess.Popen(command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    seen, killed = None, False
+    while process.poll() is None and time.monotonic() - started < timeout:
+        seen = _read_progress(progress_file) or seen
+        if seen is not None and after_step <= seen["global_step"] < seen["total_steps"]:
+            os.killpg(process.pid, signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.005)
+    if process.poll() is None and not killed:  # out of time: no checkpoint at after_step yet
+        os.killpg(process.pid, signal.SIGKILL)
+    return_code = process.wait()
+    if log:
+        output.close()
+    result = {"killed": killed, "after_step": after_step, "return_code": return_code,
+              "seconds": round(time.monotonic() - started, 2), "progress_seen": seen}
+    last = run / "checkpoints" / "last.pt"
+    if last.exists():  # read once, after the kill: the step the resumed run starts from
+        state = torch.load(last, weights_only=False, map_location="cpu")["state"]
+        result.update(killed_at_step=state["global_step"], killed_at_epoch=state["epoch"],
+                      killed_at_step_in_epoch=state["step_in_epoch"])
+    final = _read_progress(progress_file) or {}
+    result["total_steps"] = final.get("total_steps")
+    mid_run = result.get("killed_at_step", math.inf) < (result["total_steps"] or 0)
+    result["killed"] = killed and return_code == -signal.SIGKILL and mid_run
+    if not killed and return_code != -signal.SIGKILL:
+        result["error"] = (f"the run ended (exit status {return_code}) before a checkpoint from step {after_step} to "
+                           f"the last but one was seen (last seen: {seen}): not killed")
+    elif not killed:
+        result["error"] = f"no checkpoint at step {after_step} within {timeout:g} s (last seen: {seen}): not killed"
+    elif not result["killed"]:
+        result["error"] = (f"the kill landed after the last checkpoint (step {result.get('killed_at_step')} "
+                           f"of {result['total_steps']}): nothing left to resume")
+    return result
 
 
 def store_scores(store: Path, model: Path | None, device: torch.device, batch_size: int, min_records: int, split: str) -> dict:
@@ -182,6 +242,14 @@ def main() -> None:
     diff = commands.add_parser("weights-diff")
     diff.add_argument("a", type=Path)
     diff.add_argument("b", type=Path)
+    diff.add_argument("--kill", type=Path, help="kill-mid-run's JSON, merged into the result")
+    diff.add_argument("--exact", action="store_true", help="exit status 1 unless the weights are equal to the bit")
+    kill = commands.add_parser("kill-mid-run")
+    kill.add_argument("--run", type=Path, required=True, help="the run's --out directory")
+    kill.add_argument("--after-step", type=int, default=2)
+    kill.add_argument("--timeout", type=float, default=300)
+    kill.add_argument("--log", type=Path, help="the run's output")
+    kill.add_argument("train_command", nargs=argparse.REMAINDER, help="-- ecgtool train ...")
     scores = commands.add_parser("store-scores")
     scores.add_argument("--store", type=Path, required=True)
     scores.add_argument("--model", type=Path)
@@ -203,8 +271,18 @@ def main() -> None:
     if args.command == "pick-records":
         print("\n".join(pick_records(args.data, args.count)))
         return
+    failed = False
     if args.command == "weights-diff":
         result = weights_diff(args.a, args.b)
+        if args.kill:
+            result.update(json.loads(args.kill.read_text()))
+        if args.exact:
+            result["exact"] = result["largest_weight_difference"] == 0.0 and result.get("killed", True)
+            failed = not result["exact"]
+    elif args.command == "kill-mid-run":
+        command = args.train_command[1:] if args.train_command[:1] == ["--"] else args.train_command
+        result = kill_mid_run(command, args.run, args.after_step, args.timeout, args.log)
+        failed = not result["killed"]
     elif args.command == "store-scores":
         result = store_scores(args.store, args.model, torch.device(args.device), args.batch_size, args.min_records, args.split)
     elif args.command == "embed-rate":
@@ -213,6 +291,8 @@ def main() -> None:
         result = summary(args.out, args.parts, args.device)
     json.dump(result, sys.stdout, indent=2)
     print()
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

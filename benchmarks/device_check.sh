@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The device check of issue 15, in one run: install what is missing, then on DEVICE (default cuda)
 #   1. the tests that take a device (pytest --device DEVICE tests/test_compile.py)
-#   2. a small `ecgtool train`, killed with SIGKILL mid-epoch, resumed, against an uninterrupted run
+#   2. a small `ecgtool train --deterministic`, killed with SIGKILL mid-run (polling its progress.json),
+#      resumed, against an uninterrupted run: equal to the bit, or the part fails
 #   3. torchrun --nproc_per_node=1 (NCCL on CUDA, gloo on the CPU)
 #   4. `ecgtool predict` (a directory) and `ecgtool bench` with --device
 #   5. throughput: `ecgtool train` end to end from the store at two batch sizes beside a plain eager
@@ -114,19 +115,25 @@ STORE=$WORK/store
 
 part tests $PY -m pytest -q -p no:cacheprovider tests/test_compile.py --device "$DEVICE"
 
+# Deterministic (train --deterministic): the killed-and-resumed run must equal the uninterrupted one
+# to the bit, on CUDA as on the CPU; any difference is a resume bug, not rounding.
+export CUBLAS_WORKSPACE_CONFIG=${CUBLAS_WORKSPACE_CONFIG:-:4096:8}
 train_args=(--store "$STORE" --epochs 2 --batch-size "$TRAIN_BATCH" --max-records "$TRAIN_RECORDS" --device "$DEVICE"
-            --checkpoint-every-steps 1 --log-every-steps 1)
+            --checkpoint-every-steps 1 --log-every-steps 1 --deterministic)
 kill_and_resume() {
     ecgtool train "${train_args[@]}" --out "$WORK/straight" >"$WORK/straight.log" 2>&1 || { tail -5 "$WORK/straight.log"; return 1; }
-    ecgtool train "${train_args[@]}" --out "$WORK/killed" >"$WORK/killed.log" 2>&1 &
-    local pid=$! deadline=$(($(date +%s) + 300))
-    # killed once its second checkpoint is written: mid-epoch, after compilation
-    until $PY -c "import torch,sys; sys.exit(torch.load('$WORK/killed/checkpoints/last.pt', weights_only=False)['state']['global_step'] < 2)" 2>/dev/null \
-        || [ "$(date +%s)" -gt $deadline ] || ! kill -0 $pid 2>/dev/null; do sleep 0.2; done
-    kill -9 $pid 2>/dev/null; wait $pid 2>/dev/null
-    $PY -c "import torch; print('killed at step', torch.load('$WORK/killed/checkpoints/last.pt', weights_only=False)['state']['global_step'])"
+    # SIGKILL once progress.json shows the second checkpoint (after compilation), before the last
+    # step; status 1 (and no resume) when the run could not be killed mid-run.
+    $PY benchmarks/device_check.py kill-mid-run --run "$WORK/killed" --after-step 2 --timeout 300 --log "$WORK/killed.log" \
+        -- ecgtool train "${train_args[@]}" --out "$WORK/killed" >"$WORK/kill.json" \
+        || { cat "$WORK/kill.json"; tail -5 "$WORK/killed.log"; cp "$WORK/kill.json" "$PARTS/part-kill-resume.json"; return 1; }
+    $PY -c "import json; k=json.load(open('$WORK/kill.json')); print(f\"killed at step {k['killed_at_step']} of {k['total_steps']} (epoch {k['killed_at_epoch'] + 1}, step {k['killed_at_step_in_epoch']} in it)\")"
     ecgtool train "${train_args[@]}" --out "$WORK/killed" --resume >"$WORK/resumed.log" 2>&1 || { tail -5 "$WORK/resumed.log"; return 1; }
-    $PY benchmarks/device_check.py weights-diff "$WORK/straight/checkpoints/last.pt" "$WORK/killed/checkpoints/last.pt" | tee "$PARTS/part-kill-resume.json"
+    $PY benchmarks/device_check.py weights-diff "$WORK/straight/checkpoints/last.pt" "$WORK/killed/checkpoints/last.pt" \
+        --kill "$WORK/kill.json" --exact >"$PARTS/part-kill-resume.json"
+    local rc=$?
+    cat "$PARTS/part-kill-resume.json"
+    return $rc
 }
 part kill-resume kill_and_resume
 

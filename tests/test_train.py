@@ -6,6 +6,7 @@ the runs are small: a few dozen records, batches of 4–16.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import shutil
@@ -27,6 +28,20 @@ from ecgtool.text_cache import load_text_cache
 from ecgtool.training.data import TrainingDataError, load_split
 from ecgtool.training.train import TrainConfig, TrainError, train, validate
 from lm_fixtures import build_tiny_llama
+
+# Deterministic runs on CUDA need cuBLAS's fixed workspace, read when CUDA makes its first handle:
+# set at collection, before any test touches CUDA.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@pytest.fixture(autouse=True)
+def _torch_switches_restored():
+    """``train(deterministic=True)`` turns process-wide switches on: back as they were for the next test."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +98,6 @@ def _weights(checkpoint: Path) -> dict:
     return torch.load(checkpoint, weights_only=False)["model"]
 
 
-# On the CPU resume is bit-exact; on CUDA cuDNN picks its convolution algorithms per process, so
-# two runs of the same steps differ by rounding (bound as in tests/test_compile.py).
-RESUME_ATOL = {"cpu": 0.0, "cuda": 2e-3}
-
-
-def _resume_atol(device: str) -> float:
-    return RESUME_ATOL[torch.device(device).type]
-
-
 def _assert_same_weights(a: dict, b: dict, atol: float = 0.0):
     assert a.keys() == b.keys()
     for key in a:
@@ -101,30 +107,34 @@ def _assert_same_weights(a: dict, b: dict, atol: float = 0.0):
 @pytest.mark.device
 def test_resume_after_stop_reaches_the_uninterrupted_weights(store_and_cache, tmp_path, device):
     store_dir, cache_dir = store_and_cache
-    config = _config(device=device)
+    # The resume tests run deterministic (train --deterministic), so that on CUDA too a resumed run
+    # equals the uninterrupted one to the bit: any difference is a resume bug, not rounding.
+    config = _config(device=device, deterministic=True)
+    assert "deterministic" not in config.recipe()  # a run may be resumed with or without it
     straight = train(store_dir, cache_dir, tmp_path / "straight", config)
     assert straight.state.global_step == 6
+    assert torch.are_deterministic_algorithms_enabled() and not torch.backends.cudnn.benchmark
     first = train(store_dir, cache_dir, tmp_path / "resumed", config, stop_after_steps=2)
     assert (first.state.epoch, first.state.step_in_epoch) == (0, 2)  # stopped mid-epoch
     resumed = train(store_dir, cache_dir, tmp_path / "resumed", config, resume=True)
     assert resumed.state.global_step == 6
-    _assert_same_weights(_weights(straight.last_checkpoint), _weights(resumed.last_checkpoint), _resume_atol(device))
+    _assert_same_weights(_weights(straight.last_checkpoint), _weights(resumed.last_checkpoint))
     with pytest.raises(TrainError, match="holds a run already"):
         train(store_dir, cache_dir, tmp_path / "resumed", config)
     with pytest.raises(TrainError, match="another recipe"):
-        train(store_dir, cache_dir, tmp_path / "resumed", _config(lr=5e-4, device=device), resume=True)
+        train(store_dir, cache_dir, tmp_path / "resumed", _config(lr=5e-4, device=device, deterministic=True), resume=True)
 
 
 @pytest.mark.device
 def test_resume_is_exact_with_both_languages_label_prompts_augmentation_and_band_limit(store_and_cache, tmp_path, device):
     store_dir, cache_dir = store_and_cache
     config = _config(lang="both", label_prompt_prob=0.5, mask_implied_texts=True, augment=True,
-                     input_lowpass_hz=40.0, input_decimation=5, device=device)
+                     input_lowpass_hz=40.0, input_decimation=5, device=device, deterministic=True)
     straight = train(store_dir, cache_dir, tmp_path / "straight", config)
     first = train(store_dir, cache_dir, tmp_path / "resumed", config, stop_after_steps=2)
     assert first.state.step_in_epoch == 2
     resumed = train(store_dir, cache_dir, tmp_path / "resumed", config, resume=True)
-    _assert_same_weights(_weights(straight.last_checkpoint), _weights(resumed.last_checkpoint), _resume_atol(device))
+    _assert_same_weights(_weights(straight.last_checkpoint), _weights(resumed.last_checkpoint))
     record = straight.state.history[-1]
     assert {"val_macro_auroc_ja", "val_macro_auroc_en", "val_top1_ja", "val_top1_en"} <= record.keys()
     # the band-limit is declared in the contract the checkpoint (and so the bundle) carries
@@ -144,24 +154,39 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "ecgtool.cli", "train", *args]
 
 
+def _kill_after_first_checkpoint(process: subprocess.Popen, progress_file: Path, timeout: float = 300) -> dict | None:
+    """SIGKILL ``process`` as soon as its progress file (a small JSON rewritten after every
+    checkpoint) shows one before the last step; the progress seen, or None if there was none."""
+    deadline, seen = time.monotonic() + timeout, None
+    while process.poll() is None and time.monotonic() < deadline:
+        if progress_file.exists():
+            seen = json.loads(progress_file.read_text())  # written whole, by a rename
+            if seen["global_step"] < seen["total_steps"]:
+                break
+        time.sleep(0.005)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    return seen
+
+
 @pytest.mark.device
 def test_kill_minus_9_mid_epoch_then_resume(store_and_cache, tmp_path, device):
     store_dir, cache_dir = store_and_cache
     args = ["--store", str(store_dir), "--epochs", "2", "--batch-size", "4", "--max-records", "12",
-            "--device", device, "--checkpoint-every-steps", "1"]
+            "--device", device, "--checkpoint-every-steps", "1", "--deterministic"]
     subprocess.run(_cli(*args, "--out", str(tmp_path / "straight")), check=True, capture_output=True)
+    finished = json.loads((tmp_path / "straight" / "checkpoints" / "progress.json").read_text())
+    assert finished == {"epoch": 2, "step_in_epoch": 0, "global_step": 6, "total_steps": 6}
     run = tmp_path / "killed"
     process = subprocess.Popen(_cli(*args, "--out", str(run)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    seen = _kill_after_first_checkpoint(process, run / "checkpoints" / "progress.json")
+    assert process.returncode == -signal.SIGKILL, f"the run ended (status {process.returncode}) before it could be killed"
+    assert seen is not None and seen["global_step"] < 6, f"no checkpoint before the last step to kill after: {seen}"
     last = run / "checkpoints" / "last.pt"
-    deadline = time.monotonic() + 120
-    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.01)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
     killed_at = torch.load(last, weights_only=False)["state"]
-    assert killed_at["global_step"] < 6, "the run finished before it could be killed"
+    assert 1 <= killed_at["global_step"] < 6, f"killed after the last checkpoint: {killed_at}"
     subprocess.run(_cli(*args, "--out", str(run), "--resume"), check=True, capture_output=True)
-    _assert_same_weights(_weights(tmp_path / "straight" / "checkpoints" / "last.pt"), _weights(last), _resume_atol(device))
+    _assert_same_weights(_weights(tmp_path / "straight" / "checkpoints" / "last.pt"), _weights(last))
 
 
 def test_torchrun_two_ranks_match_one_process(store_and_cache, tmp_path):
@@ -202,12 +227,13 @@ def test_mismatched_inputs_fail_before_training(store_and_cache, tmp_path):
 def test_resume_is_exact_with_the_label_loss_weight_average_and_cosine_schedule(store_and_cache, tmp_path, device):
     store_dir, cache_dir = store_and_cache
     config = _config(lang="both", label_prompt_prob=0.5, mask_implied_texts=True, label_loss_weight=1.0,
-                     ema_decay=0.9, schedule="cosine", warmup_steps=2, select_by="val_macro_auroc", device=device)
+                     ema_decay=0.9, schedule="cosine", warmup_steps=2, select_by="val_macro_auroc", device=device,
+                     deterministic=True)
     straight = train(store_dir, cache_dir, tmp_path / "straight", config)
     first = train(store_dir, cache_dir, tmp_path / "resumed", config, stop_after_steps=3)
     assert first.state.step_in_epoch == 3
     resumed = train(store_dir, cache_dir, tmp_path / "resumed", config, resume=True)
-    atol = _resume_atol(device)
+    atol = 0.0
     straight_payload = torch.load(straight.last_checkpoint, weights_only=False)
     resumed_payload = torch.load(resumed.last_checkpoint, weights_only=False)
     _assert_same_weights(straight_payload["model"], resumed_payload["model"], atol)

@@ -56,6 +56,7 @@ def train(
     compile_step: str = typer.Option("auto", "--compile", help="torch.compile the step: auto (on for CUDA, off on CPU), on or off."),
     compile_mode: str = typer.Option("auto", "--compile-mode", help="auto (CUDA graphs on one CUDA process, else default), or a torch.compile mode: default, reduce-overhead, max-autotune-no-cudagraphs."),
     log_every_steps: int = typer.Option(0, "--log-every-steps", help="Read the loss back (progress bar, non-finite check) every N steps; 0: auto (1 on CPU, 50 on CUDA).", min=0),
+    deterministic: bool = typer.Option(False, "--deterministic", help="Deterministic kernels only (cuDNN, cuBLAS, inductor), for proofs: on CUDA a resumed run equals an uninterrupted one to the bit; slower. Not part of the recipe."),
     objective: str = typer.Option("contrastive", "--objective", help="contrastive (report InfoNCE, + the label loss with --label-loss-weight) or supervised (the reference baseline: BCE of a linear finding head, no text; not exported as a bundle)."),
     label_loss_weight: float = typer.Option(0.0, "--label-loss-weight", help="Weight of the multi-positive label loss: a sigmoid per (ECG, label or superset prompt) pair, both languages (0: off, the v2 recipe).", min=0.0),
     ema_decay: float = typer.Option(0.0, "--ema-decay", help="Validate and export an exponential moving average of the weights with this decay (e.g. 0.999; 0: off).", min=0.0, max=0.999999),

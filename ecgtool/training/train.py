@@ -14,6 +14,10 @@ with ``torch.compile`` for the one static shape every step has (the last incompl
 epoch is always dropped), with CUDA graphs on a single CUDA process; AdamW is fused on CUDA; the
 per-step losses stay on the device and are read back every ``log_every_steps`` steps and before
 every checkpoint, so a step queues its work without waiting for the GPU.
+
+``--deterministic`` (for proofs, not for speed): deterministic algorithms only (cuDNN's, cuBLAS's
+with a fixed workspace, inductor's without autotuning), so that on CUDA a resumed run, or one that
+reads its losses less often, equals an uninterrupted one to the bit, as it does on the CPU.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import json
 import math
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -35,7 +40,7 @@ from ecgtool import __version__
 from ecgtool.calibrate import export_calibrated_bundle
 from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.errors import EcgToolError
-from ecgtool.files import written_whole
+from ecgtool.files import write_json_atomic, written_whole
 from ecgtool.metrics import auroc, per_label_topk
 from ecgtool.model import MAX_LOGIT_SCALE, EcgTextModel, ModelConfig, input_filters
 from ecgtool.output_lock import writes_output
@@ -54,6 +59,9 @@ from ecgtool.training.weight_average import WeightAverage
 CHECKPOINTS = "checkpoints"
 LAST = "last.pt"
 BEST = "best.pt"
+# Beside last.pt, rewritten after it: where the run stands, for a watcher (a kill-and-resume
+# check) that must not load a checkpoint to learn it.
+PROGRESS = "progress.json"
 METRICS_LOG = "metrics.jsonl"
 BUNDLE = "bundle"
 # What --select-by may name: the epoch kept as best.pt (and exported) is the one that minimises
@@ -105,6 +113,7 @@ class TrainConfig:
     compile_mode: str = "auto"
     compile_backend: str = "inductor"
     log_every_steps: int = 0
+    deterministic: bool = False
     objective: str = "contrastive"
     label_loss_weight: float = 0.0
     ema_decay: float = 0.0
@@ -146,7 +155,7 @@ class TrainConfig:
         """The fields a resumed run must share with the run it resumes."""
         values = asdict(self)
         for how_not_what in ("device", "checkpoint_every_steps", "stream", "loader_workers",
-                             "compile", "compile_mode", "compile_backend", "log_every_steps"):
+                             "compile", "compile_mode", "compile_backend", "log_every_steps", "deterministic"):
             values.pop(how_not_what)
         return values
 
@@ -200,6 +209,10 @@ def train(
     on_note : callable, optional
         Receives one-line notes for the user (e.g. ``resume`` with no checkpoint yet: a new run).
     """
+    if config.deterministic:
+        # cuBLAS reads it when CUDA makes its first handle: a caller that has touched CUDA already
+        # must set it in the environment before that (docs/train.md).
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     registry = registry or load_registry()
     device = config.resolved_device()
     # A bad --compile, --compile-mode or --log-every-steps fails here, before any data is read.
@@ -224,6 +237,8 @@ def train(
     if len(train_data) < config.batch_size:
         raise TrainError(f"{store.directory}: {len(train_data)} training records, fewer than one batch of {config.batch_size}")
     train_data = train_data.to(device) if _fits_on(device, train_data) else train_data
+    # Validation indexes it where it lies: on the GPU, no per-batch copy (and wait) from the host.
+    val_data = val_data.to(device) if val_data is not None and _fits_on(device, val_data) else val_data
     label_rows = torch.tensor([cache.label_rows(registry, lang) for lang in parse_languages(config.lang)])
     if config.select_by not in SELECTION_FIGURES:
         raise TrainError(f"select-by must be one of {', '.join(SELECTION_FIGURES)}, got {config.select_by!r}")
@@ -239,7 +254,9 @@ def train(
     label_targets = prompts.targets(train_data.findings) if prompts is not None else None
 
     _seed_everything(config.seed)
-    if device.type == "cuda":
+    if config.deterministic:
+        _use_deterministic_algorithms()
+    elif device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # every step has the same shape: pick the fastest convolutions once
     model_config = ModelConfig(text_dim=int(cache.vectors.shape[1]), embed_dim=config.embed_dim,
                                input_lowpass_hz=config.input_lowpass_hz, input_decimation=config.input_decimation,
@@ -282,6 +299,13 @@ def train(
     findings_on_host, text_index_on_host = train_data.findings.cpu(), train_data.text_index.cpu()
     index_device = train_data.findings.device
     board = _tensorboard(out_dir) if context.is_main else None
+
+    def save_last() -> None:
+        _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context, average)
+        if context.is_main:
+            write_json_atomic(checkpoint_dir / PROGRESS, {
+                "epoch": state.epoch, "step_in_epoch": state.step_in_epoch,
+                "global_step": state.global_step, "total_steps": total_steps})
 
     def read_losses(epoch_losses: list[float], order: torch.Tensor) -> None:
         """One host sync: the window's losses, checked, logged and reported."""
@@ -342,10 +366,9 @@ def train(
             stop_now = stop_after_steps is not None and steps_this_call >= stop_after_steps
             if losses.full() or checkpoint_now or stop_now:
                 read_losses(epoch_losses, order)  # before any save: a non-finite step is never saved
-            if checkpoint_now:
-                _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context, average)
+            if checkpoint_now or stop_now:
+                save_last()
             if stop_now:
-                _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context, average)
                 return TrainResult(out_dir, state, checkpoint_dir / LAST, _existing(checkpoint_dir / BEST))
         read_losses(epoch_losses, order)
         record = {
@@ -374,9 +397,10 @@ def train(
         improved = val_data is not None and figure < state.best_val_loss
         if improved:
             state.best_val_loss = figure
-        _save(checkpoint_dir / LAST, model, optimizer, scheduler, state, metadata, context, average)
-        if improved or val_data is None:
-            _save(checkpoint_dir / BEST, model, optimizer, scheduler, state, metadata, context, average)
+        save_last()
+        if (improved or val_data is None) and context.is_main:
+            with written_whole(checkpoint_dir / BEST) as tmp:  # the same payload: copied, not serialised again
+                shutil.copyfile(checkpoint_dir / LAST, tmp)
     if context.is_main and config.objective == "contrastive":
         export_calibrated_bundle(_existing(checkpoint_dir / BEST) or checkpoint_dir / LAST, text_cache_dir, out_dir / BUNDLE,
                                  store.directory, registry, device=device, on_note=on_note)
@@ -543,10 +567,12 @@ def validate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, con
     loss_fn = ClipLoss()
     reader = StreamedSignals(data.locations) if data.streamed else None
     for start in range(0, len(data), config.batch_size):
-        index = torch.arange(start, min(start + config.batch_size, len(data)))
-        samples = reader[index.tolist()] if reader is not None else data.signals[index.to(data.signals.device)]
+        stop = min(start + config.batch_size, len(data))
+        # Slices, not index tensors: on a split that lies on the GPU nothing is copied from the host.
+        samples = reader[list(range(start, stop))] if reader is not None else data.signals[start:stop]
         signals = samples.to(device, torch.float32)
-        rows = data.text_index[index.to(data.text_index.device)]
+        rows = data.text_index[start:stop]
+        count = stop - start
         with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             if model.finding_head is not None:
                 out = model(signals, None)
@@ -554,11 +580,11 @@ def validate(model: EcgTextModel, data: SplitData, label_rows: torch.Tensor, con
                 head_logits.append(out.finding_logits.float())
             else:
                 ecg = model.encode_ecg(signals)
-            if len(index) > 1:
+            if count > 1:
                 for j, lang in enumerate(langs):
                     text = model.encode_text(data.text_vectors[rows[:, j]].to(device))
                     losses[lang].append(loss_fn(ecg, text, model.clamped_logit_scale()).float())  # read once, below
-                weights.append(len(index))
+                weights.append(count)
         embeddings.append(ecg.float())
     ecg = torch.cat(embeddings)
     losses = {lang: torch.stack(values).tolist() if values else [] for lang, values in losses.items()}
@@ -659,6 +685,16 @@ def _schedule(config: TrainConfig, total_steps: int) -> Callable[[int], float]:
 def _epoch_order(seed: int, epoch: int, n: int) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     return torch.randperm(n, generator=generator)
+
+
+def _use_deterministic_algorithms() -> None:
+    """Process-wide, as torch's own switches are (it stays on after ``train`` returns): every
+    kernel deterministic (an operation with no deterministic kernel raises, naming itself), cuDNN
+    without its per-process timing of algorithms, and inductor without autotuning (torch turns its
+    deterministic mode on with this switch)."""
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
 
 
 def _seed_everything(seed: int) -> None:
