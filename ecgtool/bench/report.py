@@ -45,6 +45,13 @@ def summary_lines(result: dict) -> list[str]:
     warning = in_sample_warning(result["split"])
     if warning:
         lines.append(f"WARNING: {warning}")
+    supervised = result.get("supervised_baseline")
+    if supervised:
+        ours = result["per_label"]["all"]["ours"]
+        zero_shot = ", ".join(f"{lang} {auroc_text(ours[lang]['macro_auroc'])}" for lang in ours)
+        lines.append(f"supervised baseline (same encoder, binary cross-entropy on the findings, {supervised['checkpoint']}): "
+                     f"macro AUROC {auroc_text(supervised['macro_auroc'])} over {supervised['auroc_labels']} findings; "
+                     f"zero-shot: {zero_shot}")
     return lines
 
 

@@ -48,6 +48,7 @@ from ecgtool.metrics import macro_auroc, per_label_topk, superset_accuracy, top1
 from ecgtool.registry import LANGUAGES, Registry, parse_language
 from ecgtool.split_embeddings import embed_split
 from ecgtool.store import Store
+from ecgtool.supervised_baseline import supervised_figures
 
 BENCH_FORMAT_VERSION = 1
 SUPERSET_MODES = ("prompt", "aggregated")
@@ -60,7 +61,7 @@ class BenchError(EcgToolError):
 
 def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "test",
               languages: tuple[str, ...] = LANGUAGES, most_confused: int = 3,
-              device: torch.device = torch.device("cpu")) -> dict:
+              device: torch.device = torch.device("cpu"), supervised: str | Path | None = None) -> dict:
     """Every bench figure of ``bundle`` on ``split`` of ``store``, with the paper's beside them.
 
     Raises
@@ -99,6 +100,8 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
             for test in bundle.description["supersets"]
         },
     }
+    if supervised is not None:  # the honest reference: the same encoder trained supervised (ecgtool.supervised_baseline)
+        result["supervised_baseline"] = supervised_figures(supervised, store, split, MIN_AUROC_POSITIVES, device)
     result["retrieval"] = retrieval_figures(embeddings, findings, patient_ids, bundle, registry, languages)
     result["calibration"] = calibration_figures(bundle, reading, findings, registry)
     if result["calibration"] is not None:

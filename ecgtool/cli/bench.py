@@ -24,6 +24,7 @@ def bench(
     baseline: Optional[Path] = typer.Option(None, "--baseline", help="A stored `bench --json` output to compare the headline figures with."),
     max_drop: float = typer.Option(2.0, "--max-drop", help="With --baseline: fail when a headline figure drops by more points than this.", min=0.0),
     confusions: int = typer.Option(3, "--confusions", help="How many 'most mistaken for' findings to list per finding.", min=0),
+    supervised: Optional[Path] = typer.Option(None, "--supervised", help="A checkpoint of `ecgtool train --objective supervised`: its macro AUROC on the same records, beside the zero-shot model's."),
     device: str = device_option(),
 ):
     """Per-label top-1/top-5 (Table 9), zero-shot superset tests (Tables 2–7), AUROC and calibration, beside the paper.
@@ -48,7 +49,7 @@ def bench(
     torch_device = resolve_device(device)
     bundle = resolve_bundle(model, registry).to(torch_device)
     reference = load_baseline(baseline) if baseline is not None else None
-    result = run_bench(bundle, Store(store), registry, split, languages, confusions, torch_device)
+    result = run_bench(bundle, Store(store), registry, split, languages, confusions, torch_device, supervised)
     dropped = regressions(result, reference, max_drop, baseline) if reference is not None else []
     print_terminal(result, output, dropped)
     if as_json is not None:
