@@ -2,24 +2,27 @@
 # The recipe ablation of docs/default-model.md: short `ecgtool train` runs on one store, each
 # adding one option, compared on the val split (macro AUROC over findings with >= 10 positives,
 # per-label top-1/top-5, per language). Every run uses the fixed 40 Hz band-limit of the default model.
-# Usage: ablate-recipe.sh STORE OUTDIR [MAX_RECORDS] [EPOCHS]
+# Usage: ablate-recipe.sh STORE OUTDIR [EPOCHS] [MAX_RECORDS]
+#   v3's ablation: the full store (MAX_RECORDS unset), 8 epochs each, bf16 autocast.
 set -euo pipefail
-store=$1; out=$2; records=${3:-2000}; epochs=${4:-3}
+store=$1; out=$2; epochs=${3:-8}; records=${4:-}
 mkdir -p "$out"
-common=(--store "$store" --epochs "$epochs" --max-records "$records" --input-lowpass-hz 40 --input-decimation 5)
+common=(--store "$store" --epochs "$epochs" --input-lowpass-hz 40 --input-decimation 5 --lang both
+        --label-prompt-prob 0.5 --mask-implied-texts --select-by val_macro_auroc --precision bf16 --checkpoint-every-steps 200)
+[ -n "$records" ] && common+=(--max-records "$records")
+regularised="--ema-decay 0.999 --schedule cosine --warmup-steps 500 --augment"
 declare -A runs=(
-    [a-paper-ja]="--lang ja"
-    [b-both]="--lang both"
-    [c-both-labeltext]="--lang both --label-prompt-prob 0.5 --mask-implied-texts"
-    [d-both-augment]="--lang both --augment"
-    [e-both-labeltext-augment]="--lang both --label-prompt-prob 0.5 --mask-implied-texts --augment"
+    [a-v2-recipe]=""
+    [b-multipositive]="--label-loss-weight 1.0"
+    [c-multipositive-regularised]="--label-loss-weight 1.0 $regularised"
+    [d-supervised]="--objective supervised $regularised"
 )
 for name in $(printf '%s\n' "${!runs[@]}" | sort); do
     [ -f "$out/$name/metrics.jsonl" ] && [ "$(wc -l < "$out/$name/metrics.jsonl")" -ge "$epochs" ] && continue
-    rm -rf "$out/$name"
+    resume=(); [ -f "$out/$name/checkpoints/last.pt" ] && resume=(--resume)
     echo "${runs[$name]}" > "$out/$name.options"
     # shellcheck disable=SC2086
-    ecgtool train "${common[@]}" ${runs[$name]} --out "$out/$name" > "$out/$name.log" 2>&1
+    ecgtool train "${common[@]}" ${runs[$name]} --out "$out/$name" "${resume[@]}" > "$out/$name.log" 2>&1
 done
 python - "$out" "$epochs" <<'PY'
 import json, pathlib, sys
