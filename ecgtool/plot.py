@@ -34,8 +34,11 @@ def japanese_font():
     return font_manager.FontProperties(fname=path)
 
 
-def plot_ecg(signal: np.ndarray, out_path: str | Path, title: str, finding_lines: list[str]) -> Path:
-    """Write ``signal`` ((12, 5000) canonical mV) as a PNG with ``title`` and ``finding_lines``."""
+def plot_ecg(signal: np.ndarray, out_path: str | Path, title: str, finding_lines: list[str],
+             measurements=None) -> Path:
+    """Write ``signal`` ((12, 5000) canonical mV) as a PNG with ``title`` and ``finding_lines``;
+    with ``measurements`` (``ecgtool.measure.Measurements``), the median beat of leads II and V5
+    with the fiducial points the intervals were measured between, top right."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -74,7 +77,31 @@ def plot_ecg(signal: np.ndarray, out_path: str | Path, title: str, finding_lines
     figure.text(0.01, top, title, fontsize=9, fontproperties=font, va="top")
     for index, line in enumerate(finding_lines):
         figure.text(0.01, top - (6 + 5 * index) / (height_mm + header_mm + 6), line, fontsize=8, fontproperties=font, va="top")
+    if measurements is not None and measurements.median_beats is not None:
+        _draw_median_beat(figure, measurements, font, (height_mm + header_mm + 6), header_mm)
     return save_figure(figure, out_path, dpi=150)
+
+
+# The fiducial points drawn on the median beat, with their labels.
+FIDUCIALS = (("p_onset", "P"), ("qrs_onset", "QRS on"), ("qrs_offset", "J"), ("t_offset", "T end"))
+
+
+def _draw_median_beat(figure, measurements, font, total_mm: float, header_mm: float) -> None:
+    beats = measurements.median_beats
+    rate = measurements.sampling_rate
+    t = np.arange(beats.shape[1]) / rate * 1000.0
+    inset = figure.add_axes((0.78, 1 - (header_mm + 1) / total_mm, 0.2, (header_mm - 6) / total_mm))
+    for lead, color in (("II", "black"), ("V5", "tab:blue")):
+        inset.plot(t, beats[LEADS.index(lead)], color=color, linewidth=0.7, label=lead)
+    for key, label in FIDUCIALS:
+        sample = measurements.fiducials.get(key)
+        if sample is not None:
+            inset.axvline(sample / rate * 1000.0, color="tab:red", linewidth=0.6, linestyle="--")
+            inset.text(sample / rate * 1000.0, inset.get_ylim()[1], label, fontsize=5, color="tab:red", ha="center", va="bottom")
+    inset.set_xticks([])
+    inset.set_yticks([])
+    inset.legend(fontsize=5, loc="lower right", frameon=False)
+    inset.set_title("median beat (ms)", fontsize=6, fontproperties=font, pad=6)
 
 
 def save_figure(figure, out_path: str | Path, dpi: int = 110) -> Path:

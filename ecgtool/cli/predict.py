@@ -74,7 +74,9 @@ def predict(
         if plot is not None:
             from ecgtool.plot import plot_ecg
 
-            plot_ecg(signal, plot, f"{prediction.record_id} — 25 mm/s, 10 mm/mV — ecgtool", _plot_lines(prediction, lang))
+            plot_ecg(signal, plot, f"{prediction.record_id} — 25 mm/s, 10 mm/mV — ecgtool",
+                     ([measurement_line(prediction.measurements, lang)] if prediction.measurements is not None else [])
+                     + _plot_lines(prediction, lang), prediction.measurements)
             output.print(f"plot written to {plot}", highlight=False, soft_wrap=True)
         if fhir is not None:
             from ecgtool.fhir import write_record_fhir
