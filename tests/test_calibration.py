@@ -182,10 +182,10 @@ def test_an_old_bundle_without_calibration_still_predicts_with_a_note(tmp_path):
 # --- the shipped model on real records -------------------------------------------------------------
 
 # Test-fold PTB-XL records (never trained or calibrated on) whose two findings the shipped model
-# calls, both languages: complete RBBB with left anterior fascicular block, and AF with incomplete RBBB.
+# calls, both languages: complete RBBB with left anterior fascicular block, and AF with complete LBBB.
 TWO_FINDINGS = {
     "ptb-xl/records100/12000/12552_lr.hea": {"complete_right_bundle_branch_block", "left_anterior_fascicular_block"},
-    "ptb-xl/records100/00000/00569_lr.hea": {"atrial_fibrillation", "incomplete_right_bundle_branch_block"},
+    "ptb-xl/records100/00000/00598_lr.hea": {"atrial_fibrillation", "complete_left_bundle_branch_block"},
 }
 
 
