@@ -35,9 +35,9 @@ from ecgtool.checkpoint_file import load_checkpoint
 from ecgtool.errors import EcgToolError
 from ecgtool.files import file_sha256, write_json_atomic, written_whole
 from ecgtool.output_lock import writes_output
-from ecgtool.model import EcgTextModel, ModelConfig, ResNet1d
+from ecgtool.model import EcgTextModel, ModelConfig, ResNet1d, input_filters
 from ecgtool.registry import LANGUAGES, Registry, load_registry
-from ecgtool.signal import CANONICAL_FORM_VERSION, CanonicalOptions, QualityThresholds
+from ecgtool.signal import CANONICAL_FORM_VERSION, LEADS, N_SAMPLES, SAMPLING_RATE, CanonicalOptions, QualityThresholds
 from ecgtool.store import Store
 from ecgtool.text_cache import TextCache, load_text_cache
 
@@ -203,6 +203,7 @@ def load_bundle(directory: str | Path, registry: Registry | None = None, with_ca
     if description["input_contract"].get("canonical_form_version") != CANONICAL_FORM_VERSION:
         raise BundleError(f"{directory}: expects canonical form {description['input_contract'].get('canonical_form_version')}, this ecgtool makes {CANONICAL_FORM_VERSION}")
     config = ModelConfig.from_dict(description["model"])
+    check_input_contract(directory, description["input_contract"], config)
     encoder = ResNet1d(config)
     projection = torch.nn.Linear(encoder.out_features, config.embed_dim, bias=False)
     weights = _load_checked(directory, MODEL_WEIGHTS, description)
@@ -233,6 +234,25 @@ def resolve_bundle(path: str | Path | None, registry: Registry | None = None) ->
     if path == DEFAULT_BUNDLE and not (path / BUNDLE_JSON).exists():
         raise BundleError(f"{path}: this installation ships no default model; pass --model BUNDLE")
     return load_bundle(path, registry)
+
+
+def check_input_contract(directory: Path, contract: dict, config: ModelConfig) -> None:
+    """Refuse a bundle whose declared input contract is not what prepares its input: the canonical
+    form this ecgtool makes (rate, length, lead order, units) and the filters its model applies.
+    A contract is enforced, not carried: a bundle edited to say 250 Hz, µV or another lead order
+    would otherwise read every ECG as if nothing had changed."""
+    where = f"{directory / BUNDLE_JSON}: input_contract"
+    expected = {"sampling_rate_hz": SAMPLING_RATE, "n_samples": N_SAMPLES, "lead_order": list(LEADS), "units": "mV"}
+    for key, value in expected.items():
+        if contract.get(key) != value:
+            raise BundleError(f"{where}.{key} is {contract.get(key)!r}, but ecgtool prepares every input as {value!r}: "
+                              "this bundle's model expects an input ecgtool does not make")
+    declared = list(contract.get("filters", []))
+    applied = input_filters(config, SAMPLING_RATE)
+    if declared != applied:
+        shown = lambda filters: ", ".join(f"{f.get('type')} {f.get('cutoff_hz')} Hz" for f in filters) or "none"
+        raise BundleError(f"{where}.filters declares {shown(declared)}, but its model applies {shown(applied)} "
+                          "(and predict applies nothing else): refused rather than read with filters it does not say")
 
 
 def canonical_options(bundle: Bundle) -> CanonicalOptions:

@@ -385,3 +385,28 @@ def test_ingest_says_how_many_records_it_stored(tmp_path):
 
 def test_an_unknown_language_is_a_one_line_error():
     _one_line_error(_cli("labels", "--lang", "fr"), "--lang fr: expected ja, en or both")
+
+
+@pytest.mark.parametrize("edit, what", [
+    (lambda c: c.update(sampling_rate_hz=250, n_samples=2500), "sampling_rate_hz is 250"),
+    (lambda c: c["lead_order"].__setitem__(slice(0, 2), ["II", "I"]), "lead_order"),
+    (lambda c: c.update(units="uV"), "units is 'uV'"),
+    (lambda c: c["filters"][0].update(cutoff_hz=25.0), "filters declares lowpass 25.0 Hz, but its model applies lowpass 40.0 Hz"),
+])
+def test_a_bundle_whose_input_contract_is_not_what_prepares_its_input_is_refused(tmp_path, edit, what):
+    """Issue 21, item 2: the contract a bundle declares is enforced, not carried."""
+    import json
+    import shutil
+
+    from ecgtool.bundle import DEFAULT_BUNDLE, BundleError, load_bundle
+
+    copy = tmp_path / "bundle"
+    shutil.copytree(DEFAULT_BUNDLE, copy)
+    description = json.loads((copy / "bundle.json").read_text(encoding="utf-8"))
+    edit(description["input_contract"])
+    (copy / "bundle.json").write_text(json.dumps(description), encoding="utf-8")
+    with pytest.raises(BundleError, match=re.escape(what)) as caught:
+        load_bundle(copy)
+    assert str(copy / "bundle.json") in str(caught.value) and "\n" not in str(caught.value)
+    done = _cli("predict", REPO / "examples" / "ptb-xl" / "00318_hr.hea", "--model", copy)
+    assert done.returncode == 1 and done.stdout.count("\n") + done.stderr.count("\n") <= 1
