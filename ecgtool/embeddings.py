@@ -25,11 +25,9 @@ a write that fails ends in a one-line ``EmbeddingsError``, with the temporary co
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import time
@@ -46,7 +44,7 @@ from ecgtool import __version__
 from ecgtool.bundle import Bundle, check_store_matches, weight_checksums
 from ecgtool.errors import EcgToolError
 from ecgtool.fast_encoder import FastEncoder
-from ecgtool.files import move_into_place, temporary_path
+from ecgtool.files import move_into_place, os_reason, temporary_path
 from ecgtool.output_lock import exclusive_output
 from ecgtool.store import Store, read_shard
 
@@ -342,7 +340,7 @@ def _in_child_process(function, *args) -> str | None:
         try:
             function(*args)
         except (OSError, RuntimeError) as error:
-            return _os_reason(error)
+            return os_reason(error)
         return None
     context = multiprocessing.get_context("fork")
     receive, send = context.Pipe(duplex=False)
@@ -377,22 +375,11 @@ def _child_main(send, function, args) -> None:
     try:
         function(*args)
     except (OSError, RuntimeError) as error:
-        send.send(_os_reason(error))
+        send.send(os_reason(error))
     except BaseException as error:
         send.send(f"{type(error).__name__}: {error}")
     else:
         send.send("")
-
-
-def _os_reason(error: Exception) -> str:
-    """The cause of a failed write in a few words (h5py puts the C library's whole report in the message)."""
-    code = getattr(error, "errno", None)
-    if code is not None and code in errno.errorcode:
-        return os.strerror(code)
-    found = re.search(r"errno = (\d+)", str(error))
-    if found:
-        return os.strerror(int(found.group(1)))
-    return " ".join(str(error).split())[:160]
 
 
 def _read_keys(path: Path, fingerprint: str, embed_dim: int) -> tuple[list[str], list[bytes]]:

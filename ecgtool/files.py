@@ -8,10 +8,12 @@ written here holds no NaN (``json_safe``): an undefined figure is ``null``.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import math
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,3 +77,14 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: stream.read(8 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def os_reason(error: Exception) -> str:
+    """The cause of a failed write in a few words (h5py puts the C library's whole report in the message)."""
+    code = getattr(error, "errno", None)
+    if code is not None and code in errno.errorcode:
+        return os.strerror(code)
+    found = re.search(r"errno = (\d+)", str(error))
+    if found:
+        return os.strerror(int(found.group(1)))
+    return " ".join(str(error).split())[:160]

@@ -14,12 +14,10 @@ The pipeline has two stages:
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import multiprocessing
 import os
-import re
 import shutil
 import signal
 import time
@@ -33,7 +31,7 @@ import numpy as np
 from ecgtool import __version__
 from ecgtool.annotations import Annotation, load_annotations
 from ecgtool.errors import EcgToolError, RecordError
-from ecgtool.files import file_sha256, write_json_atomic
+from ecgtool.files import file_sha256, os_reason, write_json_atomic
 from ecgtool.io import WFDB, RecordFormat, format_of, read_record
 from ecgtool.io.canonical import read_canonical_or_reason
 from ecgtool.io.discover import Found, MissingInput, find_records
@@ -516,19 +514,8 @@ def _write_shard_task(task: _ShardTask) -> tuple[int, int, str]:
         # the file fails ("file write failed ... errno = 28"); the .tmp is gone (writer.abort)
         if isinstance(error, RuntimeError) and "file write failed" not in str(error):
             raise
-        raise IngestError(f"{task.path}: cannot write ({_os_reason(error)}); "
+        raise IngestError(f"{task.path}: cannot write ({os_reason(error)}); "
                           "nothing half-written is left: free space and re-run the same command to resume") from None
-
-
-def _os_reason(error: Exception) -> str:
-    """The cause of a failed write in a few words (h5py puts the C library's whole report in the message)."""
-    code = getattr(error, "errno", None)
-    if code is not None and code in errno.errorcode:
-        return os.strerror(code)
-    found = re.search(r"errno = (\d+)", str(error))
-    if found:
-        return os.strerror(int(found.group(1)))
-    return " ".join(str(error).split())[:160]
 
 
 def _check_free_space(task: _ShardTask, options: IngestOptions) -> None:

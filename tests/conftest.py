@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -52,3 +54,18 @@ def device(request) -> str:
     from ecgtool.devices import resolve_device
 
     return str(resolve_device(request.config.getoption("--device")))
+
+
+# Deterministic runs (train --deterministic; test_compile, test_train on CUDA) need cuBLAS's fixed workspace, which
+# cuBLAS reads when CUDA makes its first handle: set at collection, before any test touches CUDA.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+
+
+@pytest.fixture(autouse=True)
+def _torch_switches_restored():
+    """``train(deterministic=True)`` turns process-wide switches on: back as they were for the next test."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]

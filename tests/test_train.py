@@ -29,19 +29,7 @@ from ecgtool.training.data import TrainingDataError, load_split
 from ecgtool.training.train import TrainConfig, TrainError, train, validate
 from lm_fixtures import build_tiny_llama
 
-# Deterministic runs on CUDA need cuBLAS's fixed workspace, read when CUDA makes its first handle:
-# set at collection, before any test touches CUDA.
-os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-
-
-@pytest.fixture(autouse=True)
-def _torch_switches_restored():
-    """``train(deterministic=True)`` turns process-wide switches on: back as they were for the next test."""
-    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
-    yield
-    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+# Deterministic runs: cuBLAS's workspace and the restored torch switches are set up in conftest.py.
 
 
 @pytest.fixture(scope="module")
