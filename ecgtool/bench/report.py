@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 
 from ecgtool.bench.calibration import operating_point_table, reliability_table, summary_table, uncalibrated_note
+from ecgtool.bench.machine import ALL_RECORDS, COMPARED_KEYS
 from ecgtool.bench.retrieval import print_retrieval, retrieval_markdown
 from ecgtool.bench.run import PAPER_SYSTEMS, SUPERSET_MODES
 from ecgtool.bench.table import print_table
@@ -20,6 +21,12 @@ MODE_TITLES = {
     "aggregated": "registry-aggregated: a class scores its best member finding (not in the paper)",
 }
 TEST_TITLES = {"superclass": "Superclass (Tables 2–3)", "rhythm": "Rhythm (Tables 4–5)", "mitbih": "MIT-BIH beat type (Tables 6–7)"}
+# Each measurement the machines print: its name in the table and its unit.
+MACHINE_MEASUREMENTS = {
+    "heart_rate_bpm": ("heart rate", "bpm"), "rr_ms": ("RR", "ms"), "pr_ms": ("PR", "ms"), "qrs_ms": ("QRS", "ms"),
+    "qt_ms": ("QT", "ms"), "qtc_ms": ("QTc", "ms"), "p_axis_deg": ("P axis", "°"), "qrs_axis_deg": ("QRS axis", "°"),
+    "t_axis_deg": ("T axis", "°"),
+}
 
 
 def percent(value) -> str:
@@ -149,6 +156,74 @@ def calibration_sections(result: dict) -> list[tuple[str, tuple[list[str], list[
     return sections
 
 
+def machine_sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]], str]]:
+    """(title, (header, rows), caption) of each table of ecgtool against the machines' own
+    measurements: over all records when several programs measured, then per program; none when
+    the split's records carry no machine values."""
+    machine = result.get("machine_measurements")
+    if not machine:
+        return []
+    where = f"the {machine['split']} split" if machine["split"] else "every split"
+    programs = machine["programs"]
+    several = len(programs) > 2  # "all records" and at least two programs
+    shown = [name for name in programs if name != ALL_RECORDS or several]
+    note = (f"ecgtool − machine over the records of {where} whose files carry the machine's own measurements "
+            f"({machine['records_without_machine_values']} without are not counted). The machine's values are "
+            "references, not labels: nothing is fitted on them. bias = mean difference, SD = sample SD (n − 1), "
+            "axes wrapped to (−180°, 180°]; tolerance: issue 22 (20 ms, 20°, 3 bpm); ecgtool's QTc is Bazett's.")
+    sections = []
+    for index, name in enumerate(shown):
+        figures = programs[name]
+        programs_named = "every program together" if name == ALL_RECORDS else name
+        records = f"{figures['records']} record{'' if figures['records'] == 1 else 's'}"
+        title = f"ecgtool against the machines' own measurements: {programs_named}, {records} ({where})"
+        caption = " ".join(filter(None, [note if index == 0 else "", _unmeasured_note(figures)]))
+        sections.append((title, machine_table(figures), caption))
+    return sections
+
+
+def machine_table(figures: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of one machine program's comparison: one row per measurement it gives."""
+    header = ["measurement", "n", "bias", "SD", "max |diff|", "within", "tolerance", "ecgtool none", "machine none"]
+    rows = []
+    for key in COMPARED_KEYS:
+        if key not in figures:
+            continue
+        entry, (name, unit) = figures[key], MACHINE_MEASUREMENTS[key]
+        rows.append([f"{name} ({unit})", str(entry["n"]), signed(entry["bias"]), one_decimal(entry["sd"]),
+                     one_decimal(entry["max_abs"]), f"{entry['within_tolerance']}/{entry['n']}",
+                     _with_unit(entry["tolerance"], unit),
+                     str(entry["ecgtool_none"]), str(entry["machine_none"])])
+    return header, rows
+
+
+def _unmeasured_note(figures: dict) -> str:
+    """Why ecgtool gave None where the machine gave a value, per measurement (empty when never)."""
+    parts = []
+    for key in COMPARED_KEYS:
+        reasons = figures.get(key, {}).get("reasons")
+        if reasons:
+            counted = ", ".join(f"{reason} ×{count}" for reason, count in reasons.items())
+            parts.append(f"{MACHINE_MEASUREMENTS[key][0]}: {counted}")
+    return f"Not measured by ecgtool: {'; '.join(parts)}." if parts else ""
+
+
+def _with_unit(value: float, unit: str) -> str:
+    return f"{value:g}°" if unit == "°" else f"{value:g} {unit}"
+
+
+def signed(value) -> str:
+    """A difference to 0.1 with its sign (``+6.0``, ``-2.4``; never ``-0.0``); ``–`` when undefined."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    text = f"{value:+.1f}"
+    return "+0.0" if text == "-0.0" else text
+
+
+def one_decimal(value) -> str:
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.1f}"
+
+
 def headline_rows(result: dict, dropped: list[str] | None = None) -> list[list[str]]:
     failing = {line.split(":")[0] for line in dropped or []}
     return [[key, "–" if value is None else f"{value:.2f}", "DROPPED" if key in failing else ""]
@@ -177,6 +252,8 @@ def print_terminal(result: dict, console, dropped: list[str] | None = None) -> N
         print_table(console, title, header, rows, text_columns=text_columns, caption=caption)
     if result.get("retrieval"):
         print_retrieval(result["retrieval"], console)
+    for title, (header, rows), caption in machine_sections(result):
+        print_table(console, title, header, rows, text_columns=1, caption=caption)
     print_table(console, "Headline figures (points; AUROC × 100)", ["figure", "value", ""], headline_rows(result, dropped),
                 text_columns=1, trailing_text=True)
 
@@ -196,6 +273,8 @@ def to_markdown(result: dict, dropped: list[str] | None = None) -> str:
         parts += [f"## {title}", "", *table, *([caption, ""] if caption else [])]
     if result.get("retrieval"):
         parts += ["## Retrieval (`ecgtool search`)", "", retrieval_markdown(result["retrieval"])]
+    for title, (header, rows), caption in machine_sections(result):
+        parts += [f"## {title}", "", *_markdown_table(header, rows), "", *([caption, ""] if caption else [])]
     parts += ["## Headline figures (points; AUROC × 100)", "",
               *_markdown_table(["figure", "value", ""], headline_rows(result, dropped)), ""]
     return "\n".join(parts)

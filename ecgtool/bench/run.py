@@ -22,6 +22,9 @@ Protocols (written out in docs/bench.md):
 * Retrieval: precision at 10 / 50 of ``search --finding`` queries against the base rate, and the
   share of an ECG's 10 nearest neighbours (other patients) sharing a finding, against chance
   (``bench.retrieval``).
+* Against the machines (stores whose files carry a cart's own measurements): ecgtool's
+  measurements of the split's records against the machine's, bias and SD per measurement and
+  machine program (``bench.machine``); no model involved.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import torch
 
 from ecgtool.bench.calibration import LOWER_IS_BETTER_PREFIX, calibration_figures
 from ecgtool.bench.calibration import headline as calibration_headline
+from ecgtool.bench.machine import machine_comparison
 from ecgtool.bench.retrieval import retrieval_figures
 from ecgtool.bundle import DEFAULT_BUNDLE, Bundle, bundle_scores, check_store_matches, reading_scores
 
@@ -108,6 +112,9 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
         fitted = result["calibration"]["fitted_on"] or {}
         # The same records scored as fitted on say nothing about held-out calibration: flag it.
         result["calibration"]["in_sample"] = fitted.get("split") == split and fitted.get("store") == store.directory.name
+    machine = machine_comparison(store, split)
+    if machine is not None:  # only where the split's files carry the machine's own measurements
+        result["machine_measurements"] = machine
     result["headline"] = headline_figures(result)
     return json_safe(result)
 
