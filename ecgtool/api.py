@@ -73,9 +73,11 @@ class ReadingFinding:
         Above its operating point, but not called: the id of the exclusive finding that is more
         probable and called instead.
     decided_by : str or None
-        ``"measurement"``: the model has no operating point for the finding, and its defining
-        criterion on the measurements made the call (``ecgtool.measured_findings``; no
-        probability then); None: the model's call.
+        None: the model's score alone made the call; ``"model+measurement"``: the score and
+        the measurements together, as the bundle's calibration combines them for the findings a
+        measurement supports (``ecgtool.combined_calibration``); ``"measurement"``: the model
+        has no operating point for the finding, and its defining criterion on the measurements
+        made the call (``ecgtool.measured_findings``; no probability then).
     """
 
     id: str
@@ -219,7 +221,7 @@ class Model:
         return self.bundle.calibration is not None
 
     def read(self, source, *, sampling_rate: float | None = None, leads: Sequence[str] | None = None,
-             lang: str = "ja", top: int = 5, record_id: str | None = None) -> Reading:
+             lang: str = "ja", top: int = 5, record_id: str | None = None, measure: bool = True) -> Reading:
         """Read one ECG.
 
         Parameters
@@ -240,6 +242,9 @@ class Model:
             listed too).
         record_id : str, optional
             The id of an array's record (default ``"array"``); a file's id is its name.
+        measure : bool
+            Measure the ECG (rate, intervals, axes, voltages) and read the findings they support
+            with it (default); False: the model's scores alone, no measurements.
 
         Returns
         -------
@@ -259,17 +264,19 @@ class Model:
         lang, top = parse_language(lang), _checked_top(top)
         identity, path, signal = self._canonical(source, sampling_rate, leads, record_id or "array")
         prediction = predict_signal(identity, path, signal, self.bundle, top, lang, registry=self.registry,
-                                    device=self.device)
+                                    device=self.device, measured=measure)
         return _reading(prediction, lang, self.registry, self.info)
 
     def read_many(self, sources: Iterable, *, batch_size: int = 64, lang: str = "ja", top: int = 5,
-                  sampling_rate: float | None = None, leads: Sequence[str] | None = None) -> list[Reading]:
+                  sampling_rate: float | None = None, leads: Sequence[str] | None = None,
+                  measure: bool = True) -> list[Reading]:
         """Read many ECGs, ``batch_size`` at a time through the encoder.
 
         ``sources`` mixes record files and arrays (arrays share ``sampling_rate`` and ``leads``;
         the ``i``-th source, if an array, gets the record id ``array-<i>``). The first source that
         cannot be read stops the batch with its error; to read a whole folder, skipping and
-        listing unreadable records, use ``ecgtool predict DIR --out FILE.jsonl``.
+        listing unreadable records, use ``ecgtool predict DIR --out FILE.jsonl``. ``measure`` as
+        in :meth:`read`.
 
         Returns
         -------
@@ -284,13 +291,14 @@ class Model:
         for index, source in enumerate(sources):
             batch.append(self._canonical(source, sampling_rate, leads, f"array-{index}", files_too=False))
             if len(batch) == batch_size:
-                readings += self._read_batch(batch, lang, top)
+                readings += self._read_batch(batch, lang, top, measure)
                 batch = []
         if batch:
-            readings += self._read_batch(batch, lang, top)
+            readings += self._read_batch(batch, lang, top, measure)
         return readings
 
-    def _read_batch(self, batch: list[tuple[str, str | None, np.ndarray]], lang: str, top: int) -> list[Reading]:
+    def _read_batch(self, batch: list[tuple[str, str | None, np.ndarray]], lang: str, top: int,
+                    measured_too: bool = True) -> list[Reading]:
         import torch
 
         from ecgtool.measure import measure
@@ -300,7 +308,7 @@ class Model:
 
         signals = torch.from_numpy(np.stack([signal for _, _, signal in batch])).to(self.device)
         embeddings = self.bundle.embed(signals)
-        measured = [measure(signal) for _, _, signal in batch]  # each record, as predict_signal measures it
+        measured = [measure(signal) if measured_too else None for _, _, signal in batch]  # as predict_signal does
         predictions = _predictions([identity for identity, _, _ in batch], [path for _, path, _ in batch], embeddings,
                                    self.bundle, top, lang, None, self.registry, measurements=measured)
         return [_reading(prediction, lang, self.registry, self.info) for prediction in predictions]

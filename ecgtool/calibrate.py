@@ -25,9 +25,12 @@ from ecgtool.calibration import (
     fit_all,
 )
 from ecgtool.calibration_file import CalibrationError, write_calibration_file
+from ecgtool.combined_calibration import METHOD as COMBINED_METHOD
+from ecgtool.combined_calibration import fit_all_combined
 from ecgtool.output_lock import writes_output
 from ecgtool.registry import Registry
 from ecgtool.split_embeddings import embed_split
+from ecgtool.split_measurements import measure_split
 from ecgtool.store import MANIFEST, Store
 
 NEVER_CALIBRATE_ON = ("test",)
@@ -84,6 +87,12 @@ def _calibrate_locked(bundle_dir: Path, store: Store, split: str, min_positives:
     scores, _ = reading_scores(bundle, torch.from_numpy(embeddings).to(device))
     calibrations = fit_all(bundle.findings, scores, findings, min_positives=min_positives, isotonic_min=isotonic_min,
                            rule=rule, target_sensitivity=target_sensitivity, min_f1=min_f1)
+    # The findings a measurement supports are also fitted on the model's score and the measurement
+    # together (ecgtool.combined_calibration): predict reads a measured record with these.
+    measured = measure_split(store, split, keep=labelled)
+    measurements = [measured[i] for i in np.flatnonzero(labelled)]
+    combined = fit_all_combined(bundle.findings, scores, findings, measurements, min_positives=min_positives,
+                                rule=rule, target_sensitivity=target_sensitivity, min_f1=min_f1)
     entry = {
         "format_version": CALIBRATION_FORMAT_VERSION,
         "fitted_on": {"store": store.directory.name, "split": split, "records": int(labelled.sum()),
@@ -100,10 +109,12 @@ def _calibrate_locked(bundle_dir: Path, store: Store, split: str, min_positives:
                   "min_f1": min_f1},
         "calibrated_findings": sum(c.calibrated for c in calibrations),
         "findings_with_operating_point": sum(c.operating_point is not None for c in calibrations),
+        "combined": {"method": COMBINED_METHOD, "fitted": [c.finding for c in combined if c.fitted],
+                     "with_operating_point": [c.finding for c in combined if c.operating_point is not None]},
     }
     if not force:
         _refuse_losing_findings(bundle_dir, bundle.description.get("calibration"), calibrations)
-    record_calibration(bundle_dir, *write_calibration_file(bundle_dir, entry, calibrations), entry)
+    record_calibration(bundle_dir, *write_calibration_file(bundle_dir, entry, calibrations, combined), entry)
     return entry
 
 

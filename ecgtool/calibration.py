@@ -35,7 +35,8 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-CALIBRATION_FORMAT_VERSION = 2  # 2: one calibration of the language-independent reading score (1: one per language)
+CALIBRATION_FORMAT_VERSION = 3  # 3: adds the model-and-measurement combinations (ecgtool.combined_calibration)
+READABLE_FORMAT_VERSIONS = (2, 3)  # 2: one calibration of the language-independent reading score (1: one per language)
 MIN_POSITIVES = 10
 ISOTONIC_MIN = 100
 MIN_F1 = 0.2

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from ecgtool.calibration import CALIBRATION_FORMAT_VERSION, FindingCalibration
+from ecgtool.calibration import READABLE_FORMAT_VERSIONS, FindingCalibration
+from ecgtool.combined_calibration import CombinedCalibration
 from ecgtool.errors import EcgToolError
 from ecgtool.files import json_safe, write_bytes_atomic
 
@@ -32,15 +33,20 @@ class BundleCalibration:
 
     findings: list[FindingCalibration]
     summary: dict
+    # The model-and-measurement combinations of the findings a criterion supports (format 3; none
+    # in a format-2 file: there the model's calibration reads every finding).
+    combined: list[CombinedCalibration] = field(default_factory=list)
 
     def calibrated_count(self) -> int:
         return sum(c.calibrated for c in self.findings)
 
 
-def write_calibration_file(bundle_dir: Path, entry: dict, findings: list[FindingCalibration]) -> tuple[str, str]:
+def write_calibration_file(bundle_dir: Path, entry: dict, findings: list[FindingCalibration],
+                           combined: list[CombinedCalibration] = ()) -> tuple[str, str]:
     """Write the calibration file beside the bundle's weights; return its name and sha256 (what
     ``bundle.json``'s entry names it by)."""
-    payload = {"format": "ecgtool-calibration", **entry, "findings": [json_safe(c.as_dict()) for c in findings]}
+    payload = {"format": "ecgtool-calibration", **entry, "findings": [json_safe(c.as_dict()) for c in findings],
+               "combined": [json_safe(c.as_dict()) for c in combined]}
     data = json.dumps(payload, ensure_ascii=False, indent=1, allow_nan=False).encode("utf-8")
     sha = hashlib.sha256(data).hexdigest()
     name = f"calibration-{sha[:12]}.json"
@@ -63,16 +69,23 @@ def load_calibration(bundle_dir: Path, entry: dict, findings: list[str], weights
     if payload.get("format_version") == 1:
         raise CalibrationError(f"{path}: calibrated per output language by an earlier ecgtool (calls could differ "
                                f"between ja and en); re-run `ecgtool calibrate {bundle_dir} --store STORE`")
-    if payload.get("format_version") != CALIBRATION_FORMAT_VERSION:
+    if payload.get("format_version") not in READABLE_FORMAT_VERSIONS:
         raise CalibrationError(f"{path}: calibration format {payload.get('format_version')} is not supported")
     rows = payload.get("findings")
     if not isinstance(rows, list) or [row.get("finding") for row in rows] != findings:
         raise CalibrationError(f"{path}: its findings are not the bundle's findings in the bundle's order")
+    combined_rows = payload.get("combined", []) if payload["format_version"] >= 3 else []
+    if payload["format_version"] >= 3 and not isinstance(payload.get("combined"), list):
+        raise CalibrationError(f"{path}: format 3 without its list of combined calibrations")
+    named = [row.get("finding") for row in combined_rows if isinstance(row, dict)]
+    if len(named) != len(combined_rows) or len(set(named)) != len(named) or not set(named) <= set(findings):
+        raise CalibrationError(f"{path}: its combined calibrations name findings that are not the bundle's, or twice")
     try:
         calibrations = [FindingCalibration.from_dict(_nan_for_none(row)) for row in rows]
+        combined = [CombinedCalibration.from_dict(_nan_for_none(row)) for row in combined_rows]
     except (KeyError, TypeError, ValueError) as error:
         raise CalibrationError(f"{path}: malformed calibration ({error})") from None
-    return BundleCalibration(calibrations, {k: v for k, v in entry.items() if k not in ("file", "sha256")})
+    return BundleCalibration(calibrations, {k: v for k, v in entry.items() if k not in ("file", "sha256")}, combined)
 
 
 def _nan_for_none(row: dict) -> dict:

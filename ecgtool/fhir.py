@@ -506,6 +506,11 @@ def _finding_observation(finding: Mapping, registry: Registry, codes: Mapping[st
         resource["method"] = {"text": "ecgtool measurement program: the finding's published criterion on the measured "
                                       "values (the model has no operating point for this finding)"}
         resource["device"] = {"display": f"ecgtool {__version__}"}
+    elif finding.get("decided_by") == "model+measurement":
+        resource["method"] = {"text": "ecgtool ECG-text model and measurement program together: the similarity of the "
+                                      "ECG to the finding's statement and the measured values of its criterion, "
+                                      "combined and calibrated on a validation split, called at its operating point"}
+        resource["device"] = {"display": context.model.display}
     else:
         resource["method"] = {"text": "ecgtool ECG-text model: similarity of the ECG to the finding's statement, "
                                       "calibrated on a validation split, called at the finding's operating point"}

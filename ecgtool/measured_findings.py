@@ -7,9 +7,10 @@ operating points; where the calibration gave a finding none (too few labelled va
 states no axis at all), the criterion decides instead, and the call says so (``decided_by``). A
 criterion that cannot be evaluated (the measurement is None, with its reason) decides nothing.
 
-Findings the model can call keep the model's call; the criterion is reported beside it
-(``criteria`` in the JSON output) but not combined with it (a fit of the combination on the val
-split is the next step: docs/measurements.md).
+Findings the model can call are called from the model's score and the measurement together where
+the bundle's calibration fitted that combination on the val split (``ecgtool.combined_calibration``),
+from the model's score alone otherwise; the criteria are reported beside them (``criteria`` in the
+JSON output).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ MEASURED = {
     "tachycardia": ("HR", " bpm"), "first_degree_av_block": ("PR", " ms"), "long_qt": ("QTc", " ms"),
     "low_voltage_limb": ("limb QRS < 0.5 mV", ""), "low_voltage_chest": ("chest QRS < 1.0 mV", ""),
     "lvh_sokolow_lyon": ("Sokolow-Lyon", " mV"), "lvh_cornell": ("Cornell", " mV"),
+    "qrs_complete_bbb_width": ("QRS", " ms"), "qrs_incomplete_bbb_width": ("QRS", " ms"),
 }
 
 
@@ -79,6 +81,17 @@ def measured_calls(measurements: Measurements | None) -> dict[str, MeasuredCall]
             calls[finding] = MeasuredCall(finding, bool(met), "; ".join(c.threshold for c in used),
                                           ", ".join(_shown(c) for c in used))
     return calls
+
+
+def supporting_values(measurements: Measurements | None, criterion_names: tuple[str, ...]) -> str:
+    """The measured values the named criteria read, as printed ("PR 162 ms", "QRS 142 ms"; once
+    each), or "not measured"."""
+    if measurements is None:
+        return "not measured"
+    checks = criteria(measurements)
+    shown = [_shown(checks[name]) if checks[name].value is not None else f"{MEASURED.get(name, (name,))[0]} –"
+             for name in criterion_names]
+    return ", ".join(dict.fromkeys(shown))
 
 
 def _shown(check) -> str:

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ecgtool.bundle import Bundle, canonical_options, reading_scores
+from ecgtool.combined_calibration import calibrated_columns as combined_columns
 from ecgtool.embeddings import EmbeddingWriter
 from ecgtool.errors import EcgToolError
 from ecgtool.fast_encoder import FastEncoder
@@ -48,7 +49,10 @@ from ecgtool.output_lock import exclusive_output
 from ecgtool.registry import NOTHING_PRESENT, Registry, load_registry, parse_language
 from ecgtool.signal import LEADS, CanonicalOptions
 
-PREDICT_SCHEMA_VERSION = 3  # 3: one reading whatever the language, excluded_by, the table holds every call
+PREDICT_SCHEMA_VERSION = 4  # 4: calls of the findings a measurement supports read it too (decided_by
+# "model+measurement"); a record read without measuring says so. 3: one reading whatever the language,
+# excluded_by, the table holds every call.
+MODEL_AND_MEASUREMENT = "model+measurement"
 
 
 class PredictError(EcgToolError):
@@ -64,7 +68,9 @@ class Finding:
     present: bool | None
     softmax_share: float
     excluded_by: str | None = None  # above its operating point, but a stronger exclusive finding is called
-    decided_by: str | None = None  # "measurement": no operating point, its defining criterion made the call
+    # None: the model's score alone; "model+measurement": the score and the measurement together
+    # (ecgtool.combined_calibration); "measurement": no operating point, its defining criterion made the call.
+    decided_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,9 @@ class Prediction:
 
 def predict_record(path: str | Path, bundle: Bundle, top: int = 5, lang: str = "ja",
                    superset: str | None = None, registry: Registry | None = None,
-                   device: torch.device = torch.device("cpu")) -> Prediction:
-    """Top-``top`` findings (or superset classes) of one record.
+                   device: torch.device = torch.device("cpu"), measured: bool = True) -> Prediction:
+    """Top-``top`` findings (or superset classes) of one record (``measured`` False: without
+    measurements, every call the model's alone).
 
     Raises
     ------
@@ -90,17 +97,17 @@ def predict_record(path: str | Path, bundle: Bundle, top: int = 5, lang: str = "
         When the record cannot be read or brought to the bundle's input contract.
     """
     record_id, signal = load_canonical(path, canonical_options(bundle))
-    return predict_signal(record_id, str(path), signal, bundle, top, lang, superset, registry, device)
+    return predict_signal(record_id, str(path), signal, bundle, top, lang, superset, registry, device, measured)
 
 
 def predict_signal(record_id: str, path: str, signal: np.ndarray, bundle: Bundle, top: int = 5, lang: str = "ja",
                    superset: str | None = None, registry: Registry | None = None,
-                   device: torch.device = torch.device("cpu")) -> Prediction:
+                   device: torch.device = torch.device("cpu"), measured: bool = True) -> Prediction:
     """Top-``top`` findings of a record already in canonical form ((12, 5000) mV)."""
     registry = registry or load_registry()
     embeddings = bundle.embed(torch.from_numpy(signal[None]).to(device))
     return _predictions([record_id], [path], embeddings, bundle, top, lang, superset, registry,
-                        measurements=[measure(signal)])[0]
+                        measurements=[measure(signal) if measured else None])[0]
 
 
 def _names(bundle: Bundle, registry: Registry, lang: str, superset: str | None) -> tuple[list[str], list[str]]:
@@ -113,22 +120,16 @@ def _names(bundle: Bundle, registry: Registry, lang: str, superset: str | None) 
     return ids, [classes[i].ja if lang == "ja" else classes[i].en for i in ids]
 
 
-def calibrated_columns(bundle: Bundle, similarity: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """Probabilities of presence (NaN: uncalibrated) and calls at the operating points (-1: no
-    operating point, 0 below, 1 above) of every finding from its reading score, ``(B,
-    n_findings)`` each; None without calibration. Exclusions are applied afterwards."""
+def calibrated_columns(bundle: Bundle, similarity: np.ndarray, measurements: list | None = None
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Probabilities of presence (NaN: uncalibrated), calls at the operating points (-1: no
+    operating point, 0 below, 1 above) and whether the measurement took part, of every finding
+    from its reading score and, for a measured record, its measurements
+    (``ecgtool.combined_calibration.calibrated_columns``), ``(B, n_findings)`` each; None
+    without calibration. Exclusions are applied afterwards."""
     if bundle.calibration is None:
         return None
-    calibrations = bundle.calibration.findings
-    probability = np.full(similarity.shape, np.nan)
-    present = np.full(similarity.shape, -1, dtype=np.int8)
-    for j, calibration in enumerate(calibrations):
-        if calibration.calibrated:
-            probability[:, j] = calibration.probability(similarity[:, j])
-            called = calibration.present(similarity[:, j])
-            if called is not None:
-                present[:, j] = called
-    return probability, present
+    return combined_columns(bundle.calibration.findings, bundle.calibration.combined, similarity, measurements)
 
 
 def report_line(present_ids: list[str], lang: str, registry: Registry) -> str:
@@ -144,8 +145,8 @@ def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, reg
     parse_language(lang)
     ids, names = _names(bundle, registry, lang, superset)
     similarity, share = reading_scores(bundle, embeddings, superset)
-    calibrated = calibrated_columns(bundle, similarity) if superset is None else None
     measurements = measurements or [None] * len(record_ids)
+    calibrated = calibrated_columns(bundle, similarity, measurements) if superset is None else None
     predictions = []
     for row, (record_id, path) in enumerate(zip(record_ids, paths)):
         order = np.argsort(-similarity[row], kind="stable")
@@ -155,8 +156,9 @@ def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, reg
                 Finding(ids[i], names[i], float(similarity[row, i]), None, None, float(share[row, i])) for i in order[:top]),
                 measurements=measured))
             continue
-        probability, above = calibrated[0][row], calibrated[1][row].copy()
-        # Where the model has no operating point, a finding its measurement defines is decided by it.
+        probability, above, combined = calibrated[0][row], calibrated[1][row].copy(), calibrated[2][row]
+        # Where neither the model nor its combination with the measurement has an operating point,
+        # a finding its measurement defines is decided by it.
         decided = {}
         for finding_id, verdict in measured_calls(measured).items():
             i = registry.index(finding_id)
@@ -172,9 +174,9 @@ def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, reg
             call = None if above[i] < 0 else (bool(above[i]) and i not in excluded)
             # A measured call carries no model probability: the model's is not what decided it.
             p = None if np.isnan(probability[i]) or i in decided else float(probability[i])
+            by = "measurement" if i in decided else (MODEL_AND_MEASUREMENT if combined[i] else None)
             return Finding(ids[i], names[i], float(similarity[row, i]), p,
-                           call, float(share[row, i]), ids[excluded[i]] if i in excluded else None,
-                           "measurement" if i in decided else None)
+                           call, float(share[row, i]), ids[excluded[i]] if i in excluded else None, by)
 
         shown = set(order[:top].tolist()) | set(candidates)
         table = [int(i) for i in order if int(i) in shown]
@@ -188,13 +190,14 @@ def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, reg
 # --- directories ------------------------------------------------------------------------------
 
 _worker_options: CanonicalOptions | None = None
+_worker_measures = True
 
 
-def _init_worker(options: CanonicalOptions, reader_process: bool = True) -> None:
-    global _worker_options
+def _init_worker(options: CanonicalOptions, reader_process: bool = True, measures: bool = True) -> None:
+    global _worker_options, _worker_measures
     if reader_process:
         torch.set_num_threads(1)  # readers only parse and resample; the cores belong to the model
-    _worker_options = options
+    _worker_options, _worker_measures = options, measures
 
 
 def _load_or_reason(path: str):
@@ -205,7 +208,7 @@ def _load_or_reason(path: str):
         return Path(path).stem, None, reason, None
     record, canonical = read
     signal = canonical.signal.astype(np.float32)
-    return record.record_id, signal, None, measure(signal)
+    return record.record_id, signal, None, measure(signal) if _worker_measures else None
 
 
 @dataclass
@@ -241,12 +244,14 @@ def records_to_score(inputs: Sequence[Path]) -> tuple[list[Path], list[tuple[Pat
 @dataclass(frozen=True)
 class ReadingOptions:
     """What each record's line holds: the top ``top`` findings (or superset classes) in ``lang``,
-    and with ``all_probabilities`` one probability column per finding."""
+    with ``all_probabilities`` one probability column per finding, and with ``measure`` the
+    record's measurements (which the calls of the findings they support then read too)."""
 
     top: int = 5
     lang: str = "ja"
     superset: str | None = None
     all_probabilities: bool = False
+    measure: bool = True  # False: no measurements; every call is the model's alone (model-only calibration)
 
 
 def predict_directory(
@@ -320,11 +325,11 @@ def _predict_paths(paths, rejected, output: Path, bundle: Bundle, reading: Readi
     options = canonical_options(bundle)
     if workers > 1 and pending:
         context = multiprocessing.get_context("fork" if hasattr(os, "fork") else "spawn")
-        pool = context.Pool(workers, initializer=_init_worker, initargs=(options,))
+        pool = context.Pool(workers, initializer=_init_worker, initargs=(options, True, reading.measure))
         loaded: Iterator = pool.imap(_load_or_reason, [str(p) for p in pending], chunksize=8)
     else:
         pool = None
-        _init_worker(options, reader_process=False)
+        _init_worker(options, reader_process=False, measures=reading.measure)
         loaded = map(_load_or_reason, [str(p) for p in pending])
     try:
         # Skipped records are tried again on every run, so each run writes the whole skip list.
@@ -395,8 +400,9 @@ def _records_in_output(output: Path) -> dict[str, str]:
 
 def csv_columns(bundle: Bundle, reading: ReadingOptions) -> list[str]:
     """The directory CSV's header (schema ``PREDICT_SCHEMA_VERSION``, docs/predict.md)."""
-    columns = ["record_id", "path", "calibrated", "report", "present", "excluded"]
-    columns += [*MEASUREMENT_COLUMNS, *(f"st_j60_mv:{lead}" for lead in LEADS), "measurement_reasons"]
+    columns = ["record_id", "path", "calibrated", "report", "present", "excluded", "decided_by"]
+    if reading.measure:
+        columns += [*MEASUREMENT_COLUMNS, *(f"st_j60_mv:{lead}" for lead in LEADS), "measurement_reasons"]
     for rank in range(1, reading.top + 1):
         columns += [f"top{rank}_{field}" for field in ("id", "name", "score", "probability", "present", "softmax_share")]
     if reading.all_probabilities:
@@ -414,7 +420,7 @@ class _ResultWriter:
         self.reading = reading
         self.columns = csv_columns(bundle, reading)
         self.header = {"schema_version": PREDICT_SCHEMA_VERSION, "lang": reading.lang, "superset": reading.superset,
-                       "top": reading.top, "all_probabilities": reading.all_probabilities}
+                       "top": reading.top, "all_probabilities": reading.all_probabilities, "measured": reading.measure}
         new = not output.exists() or output.stat().st_size == 0
         if not new:
             self._check_existing()
@@ -439,7 +445,7 @@ class _ResultWriter:
             same = next(csv.reader([first]), []) == self.columns
         if not same:
             raise PredictError(f"{self.path}: written by another ecgtool version or with other options (--top, --lang, "
-                               "--superset, --all-probabilities); write to a new file to use these")
+                               "--superset, --all-probabilities, --no-measurements); write to a new file to use these")
 
     def write(self, predictions: list[Prediction]) -> None:
         """Append a batch's lines whole: a failed write (disk full) is cut back to the last
@@ -451,7 +457,7 @@ class _ResultWriter:
                 line = {**self.header, **prediction_as_dict(prediction, self.bundle)}
                 buffer.write(json.dumps(line, ensure_ascii=False, allow_nan=False) + "\n")
             else:
-                writer.writerow(csv_row(prediction, self.reading.all_probabilities, self.reading.top))
+                writer.writerow(csv_row(prediction, self.reading.all_probabilities, self.reading.top, self.reading.measure))
         self.handle.flush()
         complete = self.handle.tell()
         try:
@@ -467,13 +473,17 @@ class _ResultWriter:
         self.handle.close()
 
 
-def csv_row(prediction: Prediction, all_probabilities: bool, top: int) -> list[str]:
-    """One CSV line: the calls (``present``; ``excluded`` as ``id>winner`` pairs), then the top
-    ``top`` findings by score (the table's first rows: it holds the top ones and every call)."""
+def csv_row(prediction: Prediction, all_probabilities: bool, top: int, measured: bool = True) -> list[str]:
+    """One CSV line: the calls (``present``; ``excluded`` as ``id>winner`` pairs; ``decided_by``
+    as ``id:how`` pairs for the table's findings whose call read the measurement), the
+    measurements (when ``measured``), then the top ``top`` findings by score (the table's first
+    rows: it holds the top ones and every call)."""
     row = [prediction.record_id, prediction.path, "1" if prediction.calibrated else "0", prediction.report or "",
            ";".join(f.id for f in prediction.present),
-           ";".join(f"{f.id}>{f.excluded_by}" for f in prediction.findings if f.excluded_by)]
-    row += measurement_cells(prediction.measurements)
+           ";".join(f"{f.id}>{f.excluded_by}" for f in prediction.findings if f.excluded_by),
+           ";".join(f"{f.id}:{f.decided_by}" for f in prediction.findings if f.decided_by)]
+    if measured:
+        row += measurement_cells(prediction.measurements)
     for finding in prediction.findings[:top]:
         row += [finding.id, finding.name, f"{finding.score:.6f}", _optional(finding.probability),
                 "" if finding.present is None else str(int(finding.present)), f"{finding.softmax_share:.6f}"]

@@ -80,6 +80,9 @@ MEASUREMENT_LINE = {
 # Marks a call its measurement made (no model operating point), with the footnote saying so.
 MEASURED_MARK = "†"
 MEASURED_NOTE = {"ja": "†: 計測値による判定: {finding}（{values}）", "en": "†: decided by the measurement: {finding} ({threshold}: {values})"}
+# Marks a call that read the model's score and the measurement together (ecgtool.combined_calibration).
+COMBINED_MARK = "‡"
+COMBINED_NOTE = {"ja": "‡: 心電図モデルと計測値による判定: {findings}", "en": "‡: the model's score and the measurement together: {findings}"}
 # A finding above its operating point that an exclusive, more probable one keeps off the report.
 EXCLUDED_WORD = {"ja": "除外", "en": "excluded"}
 EXCLUDED_BY = {"ja": "除外: {excluded}（{winner}を優先）", "en": "excluded: {excluded} (exclusive with {winner}, which is more probable)"}

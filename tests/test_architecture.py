@@ -20,10 +20,10 @@ LAYERS = {
         "ecgtool", "ecgtool.errors", "ecgtool.files", "ecgtool.output_lock", "ecgtool.devices",
         "ecgtool.registry", "ecgtool.exclusions", "ecgtool.record", "ecgtool.signal", "ecgtool.splits",
         "ecgtool.annotations", "ecgtool.metrics", "ecgtool.calibration", "ecgtool.plot", "ecgtool.measure",
-        "ecgtool.measured_findings",
+        "ecgtool.measured_findings", "ecgtool.combined_calibration",
     ),
     "io": ("ecgtool.io",),
-    "store": ("ecgtool.store", "ecgtool.ingest", "ecgtool.text_cache", "ecgtool.text"),
+    "store": ("ecgtool.store", "ecgtool.ingest", "ecgtool.text_cache", "ecgtool.text", "ecgtool.split_measurements"),
     "model": (
         "ecgtool.model", "ecgtool.checkpoint_file", "ecgtool.calibration_file", "ecgtool.bundle",
         "ecgtool.fast_encoder", "ecgtool.split_embeddings", "ecgtool.embeddings",

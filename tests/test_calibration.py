@@ -255,13 +255,18 @@ def test_directory_outputs_carry_the_same_fields_and_every_probability(shared_da
         assert (row["present"].split(";") if row["present"] else []) == [f["id"] for f in line["present"]] == called
         top = line["findings"][0]["probability"]  # None where the finding is uncalibrated: an empty cell
         assert row["top1_probability"] == ("" if top is None else f"{top:.6f}")
-        assert line["schema_version"] == 3 and line["findings"][0]["present"] in (True, False, None)
+        assert line["schema_version"] == 4 and line["findings"][0]["present"] in (True, False, None)
+        assert row["decided_by"] == ";".join(f"{f['id']}:{f['decided_by']}" for f in line["findings"] if f["decided_by"])
         probability_columns = [key for key in row if key.startswith("probability:")]
         assert len(probability_columns) == 98
         assert row[f"probability:{one.findings[0].id}"] == row["top1_probability"]
     # Resuming with other options would mix two layouts in one file: refused.
     with pytest.raises(Exception, match="with other options"):
         predict_directory([listing], out_csv, bundle, ReadingOptions(top=5, all_probabilities=True))
+    for out in (out_csv, out_jsonl):  # nor lines read with measurements and lines read without
+        with pytest.raises(Exception, match="no-measurements"):
+            predict_directory([listing], out, bundle, ReadingOptions(top=3, all_probabilities=out == out_csv,
+                                                                     measure=False))
 
 
 # --- bench -----------------------------------------------------------------------------------------

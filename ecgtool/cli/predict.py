@@ -28,6 +28,7 @@ def predict(
     embeddings: Optional[Path] = typer.Option(None, "--embeddings", help="Batch: also append each record's ECG embedding to this file (.h5, for `ecgtool search`)."),
     fhir: Optional[Path] = typer.Option(None, "--fhir", help="Also write HL7 FHIR R4: one Bundle (.json) for a record; for directories one per line (.ndjson), from --out X.jsonl (docs/fhir.md)."),
     fhir_all_calibrated: bool = typer.Option(False, "--fhir-all-calibrated", help="--fhir: every listed finding with a probability or a measured call, not only those present (--top 98: all)."),
+    measurements: bool = typer.Option(True, "--measurements/--no-measurements", help="Measure each record (rate, PR, QRS, QT/QTc, axes, voltages) and read the findings they support with it; --no-measurements: the model's scores alone (docs/measurements.md)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Records per forward pass (default: 1024 on CUDA, compiled bf16; 64 on the CPU).", min=1),
     workers: int = typer.Option(0, "--workers", "-j", help="Processes reading records (0: one per core on CUDA; on CPU, read in-process).", min=0),
     device: str = device_option(),
@@ -54,7 +55,8 @@ def predict(
         # A few records named on the command line: each read in turn, as one record is.
         for path in inputs:
             record_id, signal = load_canonical(path, canonical_options(bundle))
-            prediction = predict_signal(record_id, str(path), signal, bundle, top, lang, superset, device=torch_device)
+            prediction = predict_signal(record_id, str(path), signal, bundle, top, lang, superset, device=torch_device,
+                                        measured=measurements)
             if as_json:
                 output.print_json(data=prediction_as_dict(prediction, bundle))
             else:
@@ -66,7 +68,8 @@ def predict(
                       "presence or report line (run `ecgtool calibrate`)", highlight=False, soft_wrap=True)
     if single:
         record_id, signal = load_canonical(inputs[0], canonical_options(bundle))  # read once: scores and plot
-        prediction = predict_signal(record_id, str(inputs[0]), signal, bundle, top, lang, superset, device=torch_device)
+        prediction = predict_signal(record_id, str(inputs[0]), signal, bundle, top, lang, superset, device=torch_device,
+                                    measured=measurements)
         if as_json:
             output.print_json(data=prediction_as_dict(prediction, bundle))
         else:
@@ -86,7 +89,7 @@ def predict(
         return
     if out is None:
         raise EcgToolError("--out FILE.csv|FILE.jsonl is required when scoring directories")
-    reading = ReadingOptions(top, lang, superset, all_probabilities)
+    reading = ReadingOptions(top, lang, superset, all_probabilities, measurements)
     with rate_progress("predict", "records") as show:
         result = predict_directory(inputs, out, bundle, reading, batch_size, workers, torch_device, progress=show,
                                    embeddings=embeddings)
@@ -124,7 +127,16 @@ def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: boo
     probability of presence and call."""
     from rich import box
 
-    from ecgtool.registry import CALL_WORDS, EXCLUDED_BY, EXCLUDED_WORD, FINDING_HEADER, MEASURED_MARK, MEASURED_NOTE
+    from ecgtool.registry import (
+        CALL_WORDS,
+        COMBINED_MARK,
+        COMBINED_NOTE,
+        EXCLUDED_BY,
+        EXCLUDED_WORD,
+        FINDING_HEADER,
+        MEASURED_MARK,
+        MEASURED_NOTE,
+    )
 
     what = f"superset {superset}" if superset else "findings"
     if prediction.measurements is not None:
@@ -147,7 +159,7 @@ def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: boo
         cells = [str(rank), escape(finding.name), f"{finding.score:.3f}"]
         if prediction.calibrated:
             call = EXCLUDED_WORD[lang] if finding.excluded_by else CALL_WORDS[lang][finding.present]
-            call += MEASURED_MARK if finding.decided_by == "measurement" else ""
+            call += {"measurement": MEASURED_MARK, "model+measurement": COMBINED_MARK}.get(finding.decided_by or "", "")
             cells += ["–" if finding.probability is None else f"{finding.probability:.1%}", call]
         if show_ids:
             cells.append(finding.id)
@@ -163,6 +175,15 @@ def _print_reading(prediction, lang: str, superset: Optional[str], show_ids: boo
                 verdict = verdicts[finding.id]
                 output.print(escape(MEASURED_NOTE[lang].format(finding=finding.name, threshold=verdict.threshold,
                                                                values=verdict.values)), highlight=False)
+    combined = [f for f in prediction.findings if f.decided_by == "model+measurement"]
+    if combined:
+        from ecgtool.combined_calibration import SUPPORTED_BY
+        from ecgtool.measured_findings import supporting_values
+
+        said = [f"{f.name}（{supporting_values(prediction.measurements, SUPPORTED_BY[f.id])}）" if lang == "ja"
+                else f"{f.name} ({supporting_values(prediction.measurements, SUPPORTED_BY[f.id])})" for f in combined]
+        output.print(escape(COMBINED_NOTE[lang].format(findings=("、" if lang == "ja" else "; ").join(said))),
+                     highlight=False)
     for finding in prediction.findings:
         if finding.excluded_by:
             output.print(escape(EXCLUDED_BY[lang].format(excluded=finding.name, winner=names[finding.excluded_by])),

@@ -152,9 +152,13 @@ def calibrate(
     entry = calibrate_bundle(bundle_dir, store, split, min_positives, isotonic_min, rule, target_sensitivity, min_f1,
                              resolve_device(device), force)
     fitted = entry["fitted_on"]
+    combined = entry["combined"]
     output.print(f"{entry['calibrated_findings']} findings calibrated, {entry['findings_with_operating_point']} with an "
                  f"operating point ({entry['rules']['operating_point']}), one reading score for {' and '.join(entry['languages'])}",
                  highlight=False)
+    output.print(f"{len(combined['fitted'])} of them also read with their measurements (model and measurement together; "
+                 f"{len(combined['with_operating_point'])} with an operating point): "
+                 f"{', '.join(combined['fitted']) or 'none (too few val positives)'}", highlight=False, soft_wrap=True)
     output.print(f"fitted on {fitted['records']} {fitted['split']} records of {store} "
                  f"({fitted['records_without_findings_left_out']} without findings left out); written to {bundle_dir}",
                  highlight=False, soft_wrap=True)
