@@ -19,7 +19,7 @@ from safetensors.numpy import load_file, save_file
 
 from ecgtool.bench.run import published_per_label, published_superset, regressions
 from ecgtool.metrics import auroc, superset_accuracy, top1_confusions
-from ecgtool.bundle import DEFAULT_BUNDLE
+from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
 from ecgtool.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,6 +116,13 @@ def test_bench_on_the_default_model_prints_what_it_writes_and_passes_the_gate(pu
         assert result["superset"][test]["prompt"]["ja"]["records"] > 0
     assert "64.1" in done.stdout and "60.5" in done.stdout  # paper superclass "all": MedLlama3-JP-v2, Swallow
     assert out_png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The findings a measurement supports, read three ways, as predict reads them.
+    combined = {c.finding for c in load_bundle(DEFAULT_BUNDLE).calibration.combined if c.fitted}
+    measured = result["measured_findings"]
+    assert {row["id"] for row in measured["findings"]} == combined and measured["measured"] == measured["records"]
+    assert "The findings a measurement supports" in markdown and "The findings a measurement supports" in done.stdout
+    by_id = {row["id"]: row for row in result["calibration"]["languages"]["reading"]["findings"]}
+    assert all(by_id[finding]["read_with_measurement"] for finding in combined)
 
 
 def test_gate_fails_on_a_damaged_bundle_naming_the_figures(public_store, tmp_path):

@@ -8,7 +8,9 @@ rule as fitting), for each language the bundle is calibrated in:
   (10 equal-width bins, count-weighted), the reliability bins; beside them the Brier score of
   always answering the finding's val prevalence (``brier_prevalence``: what calibration must beat);
 * per finding: test positives and negatives, Brier score, and at the stored operating point the
-  counts, sensitivity, specificity and PPV;
+  counts, sensitivity, specificity and PPV; the findings a measurement supports read as predict
+  reads them, by the model-and-measurement combination where the bundle has one (their threshold
+  is then on the combined probability);
 * macro sensitivity / specificity / PPV over the findings that have an operating point and at
   least ``MIN_POSITIVES`` test positives.
 """
@@ -20,26 +22,32 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtool.calibration import brier_score, counts_at, expected_calibration_error, reliability_bins
+from ecgtool.calibration import brier_score, expected_calibration_error, reliability_bins
+from ecgtool.combined_calibration import calibrated_columns
 from ecgtool.plot import save_figure
 
 MIN_POSITIVES = 10
 BINS = 10
 
 
-def calibration_figures(bundle, reading: np.ndarray, findings: np.ndarray, registry) -> dict | None:
+def calibration_figures(bundle, reading: np.ndarray, findings: np.ndarray, registry,
+                        measurements: list | None = None) -> dict | None:
     """Calibration figures of the reading score (``ecgtool.bundle.reading_scores``, the one score
     calibrated whatever the output language), under ``languages["reading"]``; None when the
-    bundle carries no calibration."""
+    bundle carries no calibration. With ``measurements`` (one per record of the split, None where
+    not measured), the findings a measurement supports are read as predict reads them: by the
+    bundle's model-and-measurement combinations (``ecgtool.combined_calibration``)."""
     if bundle.calibration is None:
         return None
     labelled = findings.any(axis=1)
     findings = findings[labelled].astype(bool)
+    kept = None if measurements is None else [m for m, keep in zip(measurements, labelled) if keep]
+    probability_of, called_of, by_measurement = calibrated_columns(
+        bundle.calibration.findings, bundle.calibration.combined, reading[labelled], kept)
     result = {"records": int(labelled.sum()), "fitted_on": bundle.calibration.summary.get("fitted_on"),
               "rules": bundle.calibration.summary.get("rules"), "bins": BINS, "languages": {}}
-    for lang, scores in {"reading": reading}.items():
+    for lang in ("reading",):
         calibrations = bundle.calibration.findings
-        scores = scores[labelled]
         probabilities, truths, prevalence = [], [], []
         rows = []
         for j, calibration in enumerate(calibrations):
@@ -49,21 +57,26 @@ def calibration_figures(bundle, reading: np.ndarray, findings: np.ndarray, regis
                    "test_negatives": int((~present).sum()), "val_positives": calibration.positives,
                    "method": calibration.method}
             if calibration.calibrated:
-                p = calibration.probability(scores[:, j])
+                p = probability_of[:, j]
+                combined = bool(by_measurement[:, j].any())
+                row["read_with_measurement"] = combined
                 probabilities.append(p)
                 truths.append(present)
                 prevalence.append(np.full(len(p), calibration.positives / (calibration.positives + calibration.negatives)))
                 row["brier"] = brier_score(p, present)
-                stored = calibration.operating_point
+                fitted = _combination(bundle, calibration.finding) if combined else None
+                stored = (fitted or calibration).operating_point
                 if stored is None:
-                    row.update({"threshold": None, "not_called": calibration.reason})
+                    row.update({"threshold": None, "not_called": (fitted or calibration).reason})
                 else:
-                    point = counts_at(scores[:, j], present, stored.threshold)
+                    called = called_of[:, j] == 1
+                    tp, fn = int((called & present).sum()), int((~called & present).sum())
+                    fp, tn = int((called & ~present).sum()), int((~called & ~present).sum())
                     row.update({
+                        # on the reading score; for a combination, on its probability
                         "threshold": stored.threshold,
-                        "sensitivity": point.sensitivity, "specificity": point.specificity, "ppv": point.ppv,
-                        "tp": point.true_positives, "fn": point.false_negatives,
-                        "fp": point.false_positives, "tn": point.true_negatives,
+                        "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp), "ppv": _ratio(tp, tp + fp),
+                        "tp": tp, "fn": fn, "fp": fp, "tn": tn,
                         "val_sensitivity": stored.sensitivity, "val_ppv": stored.ppv,
                     })
             rows.append(row)
@@ -134,12 +147,13 @@ def operating_point_table(calibration: dict, lang: str) -> tuple[list[str], list
     for row in calibration["languages"][lang]["findings"]:
         if not row["method"] or not row["test_positives"]:
             continue
+        method = row["method"] + (" + measurement" if row.get("read_with_measurement") else "")
         if row["threshold"] is None:
-            rows.append([row["en"], row["ja"], row["method"], str(row["val_positives"]), str(row["test_positives"]),
+            rows.append([row["en"], row["ja"], method, str(row["val_positives"]), str(row["test_positives"]),
                          "not called", "", "", "", "", "", "", "", f"{row['brier']:.4f}"])
             continue
-        rows.append([row["en"], row["ja"], row["method"], str(row["val_positives"]), str(row["test_positives"]),
-                     f"{row['threshold']:.3f}", str(row["tp"]), str(row["fn"]), str(row["fp"]), str(row["tn"]),
+        rows.append([row["en"], row["ja"], method, str(row["val_positives"]), str(row["test_positives"]),
+                     ("p ≥ " if row.get("read_with_measurement") else "") + f"{row['threshold']:.3f}", str(row["tp"]), str(row["fn"]), str(row["fp"]), str(row["tn"]),
                      _pct(row["sensitivity"]), _pct(row["specificity"]), _pct(row["ppv"]), f"{row['brier']:.4f}"])
     rows.sort(key=lambda r: -int(r[4]))
     return header, rows
@@ -188,6 +202,14 @@ def plot_reliability(calibration: dict, out_path: str | Path) -> Path:
     counts.grid(alpha=0.3)
     figure.tight_layout()
     return save_figure(figure, out_path)
+
+
+def _combination(bundle, finding: str):
+    return next(c for c in bundle.calibration.combined if c.finding == finding)
+
+
+def _ratio(part: int, whole: int) -> float:
+    return float(part / whole) if whole else float("nan")
 
 
 def _mean(values) -> float:

@@ -156,6 +156,40 @@ def calibration_sections(result: dict) -> list[tuple[str, tuple[list[str], list[
     return sections
 
 
+def measured_section(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]], str]]:
+    """(title, (header, rows), caption) of the table of the findings a measurement supports, read
+    three ways; none when the bundle combines none."""
+    figures = result.get("measured_findings")
+    if not figures:
+        return []
+    header = ["finding", "test n+", "AUROC model", "AUROC combined", *(f"{name} sens / PPV / F1 %" for name in
+                                                                       ("model", "criterion", "combined"))]
+    rows = []
+    for row in sorted(figures["findings"], key=lambda r: -r["test_positives"]):
+        cells = [row["id"], str(row["test_positives"]), auroc_text(row["auroc_model"]), auroc_text(row["auroc_combined"])]
+        for name in ("model", "criterion", "combined"):
+            point = row[name]
+            cells.append("not called" if point is None else
+                         " / ".join(_fraction_percent(point[key]) for key in ("sensitivity", "ppv", "f1")))
+        rows.append(cells)
+    macro = figures["macro"]
+    rows.append([f"macro ({macro['findings']} with ≥ {figures['min_positives']} test n+; "
+                 f"F1 over the {macro['f1_findings']} both call)", "",
+                 auroc_text(macro["auroc_model"]), auroc_text(macro["auroc_combined"]),
+                 *(f"F1 {_fraction_percent(macro[f'f1_{name}'])}" for name in ("model", "criterion", "combined"))])
+    caption = ("Each finding read by the model's score alone (its model-only calibration), by its criterion alone "
+               "(any supporting criterion met), and by the two together as `predict` reads it (fitted on the val "
+               f"split); over the {figures['records']} {result['split']} records with a finding "
+               f"({figures['measured']} measured).")
+    return [(f"The findings a measurement supports, on the {result['split']} split: model, criterion, both", (header, rows),
+             caption)]
+
+
+def _fraction_percent(value) -> str:
+    """A fraction as a percentage to 0.1 (``–``: undefined, which ``--json`` writes as null)."""
+    return "–" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{100 * value:.1f}"
+
+
 def machine_sections(result: dict) -> list[tuple[str, tuple[list[str], list[list[str]]], str]]:
     """(title, (header, rows), caption) of each table of ecgtool against the machines' own
     measurements: over all records when several programs measured, then per program; none when
@@ -250,6 +284,8 @@ def print_terminal(result: dict, console, dropped: list[str] | None = None) -> N
             continue
         text_columns = 3 if header[:2] == ["finding", "所見"] else 1
         print_table(console, title, header, rows, text_columns=text_columns, caption=caption)
+    for title, (header, rows), caption in measured_section(result):
+        print_table(console, title, header, rows, text_columns=1, caption=caption)
     if result.get("retrieval"):
         print_retrieval(result["retrieval"], console)
     for title, (header, rows), caption in machine_sections(result):
@@ -271,6 +307,8 @@ def to_markdown(result: dict, dropped: list[str] | None = None) -> str:
     for title, (header, rows), caption in calibration_sections(result):
         table = [*_markdown_table(header, rows), ""] if header else []
         parts += [f"## {title}", "", *table, *([caption, ""] if caption else [])]
+    for title, (header, rows), caption in measured_section(result):
+        parts += [f"## {title}", "", *_markdown_table(header, rows), "", caption, ""]
     if result.get("retrieval"):
         parts += ["## Retrieval (`ecgtool search`)", "", retrieval_markdown(result["retrieval"])]
     for title, (header, rows), caption in machine_sections(result):

@@ -19,6 +19,10 @@ Protocols (written out in docs/bench.md):
 * Calibration (bundles that carry one): Brier score, expected calibration error and reliability
   of the probabilities of presence, and per finding sensitivity / specificity / PPV at the stored
   operating point (``bench.calibration``).
+* Measured findings (bundles whose calibration combines the model with the measurement): for
+  each finding a criterion supports, AUROC of the score and of the combined probability, and
+  sensitivity / PPV / F1 of the model-only call, the criterion and the combined call
+  (``bench.measured``).
 * Retrieval: precision at 10 / 50 of ``search --finding`` queries against the base rate, and the
   share of an ECG's 10 nearest neighbours (other patients) sharing a finding, against chance
   (``bench.retrieval``).
@@ -41,6 +45,7 @@ import torch
 from ecgtool.bench.calibration import LOWER_IS_BETTER_PREFIX, calibration_figures
 from ecgtool.bench.calibration import headline as calibration_headline
 from ecgtool.bench.machine import machine_comparison
+from ecgtool.bench.measured import measured_finding_figures
 from ecgtool.bench.retrieval import retrieval_figures
 from ecgtool.bundle import DEFAULT_BUNDLE, Bundle, bundle_scores, check_store_matches, reading_scores
 
@@ -51,6 +56,7 @@ from ecgtool.files import json_safe
 from ecgtool.metrics import macro_auroc, per_label_topk, superset_accuracy, top1_confusions
 from ecgtool.registry import LANGUAGES, Registry, parse_language
 from ecgtool.split_embeddings import embed_split
+from ecgtool.split_measurements import measure_split
 from ecgtool.store import Store
 from ecgtool.supervised_baseline import supervised_figures
 
@@ -107,7 +113,13 @@ def run_bench(bundle: Bundle, store: Store, registry: Registry, split: str = "te
     if supervised is not None:  # the honest reference: the same encoder trained supervised (ecgtool.supervised_baseline)
         result["supervised_baseline"] = supervised_figures(supervised, store, split, MIN_AUROC_POSITIVES, device)
     result["retrieval"] = retrieval_figures(embeddings, findings, patient_ids, bundle, registry, languages)
-    result["calibration"] = calibration_figures(bundle, reading, findings, registry)
+    # The findings a measurement supports are read as predict reads them: with the record's
+    # measurements, where the bundle's calibration combines the two (ecgtool.combined_calibration).
+    combines = bundle.calibration is not None and any(c.fitted for c in bundle.calibration.combined)
+    measurements = measure_split(store, split, keep=findings.any(axis=1)) if combines else None
+    result["calibration"] = calibration_figures(bundle, reading, findings, registry, measurements)
+    if measurements is not None:
+        result["measured_findings"] = measured_finding_figures(bundle, reading, findings, measurements)
     if result["calibration"] is not None:
         fitted = result["calibration"]["fitted_on"] or {}
         # The same records scored as fitted on say nothing about held-out calibration: flag it.
