@@ -31,8 +31,9 @@ from ecgtool.measure.detect import detect_qrs
 from ecgtool.measure.fiducials import locate, pr_level
 from ecgtool.measure.filters import remove_baseline
 from ecgtool.measure.intervals import durations, rate
-from ecgtool.measure.leads import INDEPENDENT, NOISY_MV, curvature, describe, fast_noise_mv, flat_leads
+from ecgtool.measure.leads import INDEPENDENT, NOISY_MV, describe, fast_noise_mv, flat_leads
 from ecgtool.measure.pacing import paced_beats
+from ecgtool.measure.quantiles import median as _median
 from ecgtool.measure.result import KEYS, Measurements
 from ecgtool.measure.voltages import qrs_voltages, st_j60
 from ecgtool.signal import LEADS, SAMPLING_RATE
@@ -93,9 +94,8 @@ def measure(signal: np.ndarray, sampling_rate: float = SAMPLING_RATE, detector: 
     qrs = detect_qrs(x, sampling_rate, ~flat, method=detector)
     values, reasons = rate(qrs, sampling_rate)
     notes: list[str] = []
-    sharpness = curvature(x)
-    noise = fast_noise_mv(sharpness)
-    paced = paced_beats(x, sharpness, noise, qrs, sampling_rate, ~flat)
+    noise = fast_noise_mv(x)
+    paced = paced_beats(x, noise, qrs, sampling_rate, ~flat)
     median = median_beats(remove_baseline(x, qrs, sampling_rate), qrs, sampling_rate, ~flat) if qrs.size else None
     if median is None:
         why = "no QRS complex detected" if qrs.size == 0 else "no complete beat (P to T) within the record"
@@ -112,9 +112,8 @@ def measure(signal: np.ndarray, sampling_rate: float = SAMPLING_RATE, detector: 
         _unmeasured(values, reasons, f"fewer than {MIN_LEADS} of the 8 independent leads free of noise "
                                      f"(noisy: {noisy_names}; flat or missing: {sum(flat[INDEPENDENT])})")
         return _result(values, reasons, notes, flat, noisy, None, {}, qrs, sampling_rate)
-    rr_s = float(np.median(np.diff(qrs))) / sampling_rate if qrs.size >= 2 else None
-    points, point_reasons = locate(median.beats, median.fiducial, sampling_rate, rr_s, leads,
-                                   median.windows)
+    rr_s = float(_median(qrs[1:] - qrs[:-1])) / sampling_rate if qrs.size >= 2 else None
+    points, point_reasons = locate(median.beats, median.fiducial, sampling_rate, rr_s, leads, median.windows)
     onset = points["qrs_onset"]
     referred = median.beats - (pr_level(median.beats, onset, sampling_rate)[:, None] if onset is not None else 0.0)
     unusable_names = {LEADS[i] for i in np.flatnonzero(unusable)}

@@ -13,8 +13,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from numpy.lib.stride_tricks import as_strided
 
 from ecgtool.measure.leads import INDEPENDENT
+from ecgtool.measure.quantiles import median
 
 PRE_S = 0.55
 POST_S = 0.75
@@ -38,15 +40,23 @@ class MedianBeats:
         Indices (into the detected fiducials) of the beats that formed the median.
     excluded : int
         Beats of another morphology (ectopic, artefact) left out.
-    windows : numpy.ndarray
-        (12, used beats, n) the aligned beats the median was taken over.
+    record : numpy.ndarray
+        (12, samples) the baseline-removed record the beats were cut from.
+    centres : numpy.ndarray
+        Where in ``record`` each used beat's ``fiducial`` falls, once aligned.
     """
 
     beats: np.ndarray
     fiducial: int
     used: np.ndarray
     excluded: int
-    windows: np.ndarray
+    record: np.ndarray
+    centres: np.ndarray
+
+    def windows(self, leads: np.ndarray, span: slice) -> np.ndarray:
+        """(leads, used beats, span) the aligned beats the median was taken over, over ``span`` of
+        the median beat's samples: cut again where needed rather than kept whole."""
+        return _cut(self.record, leads, self.centres, np.arange(span.start, span.stop) - self.fiducial)
 
 
 def median_beats(signal: np.ndarray, fiducials: np.ndarray, sampling_rate: float,
@@ -73,23 +83,25 @@ def median_beats(signal: np.ndarray, fiducials: np.ndarray, sampling_rate: float
     used, aligned = used[fits], aligned[fits]
     if used.size == 0:
         return None
-    windows = signal[:, aligned[:, None] + offsets]
+    windows = _cut(signal, None, aligned, offsets)
     beats = _median_over_beats(windows)
-    return MedianBeats(beats=beats, fiducial=pre, used=used, excluded=int(inside.size - used.size), windows=windows)
+    return MedianBeats(beats=beats, fiducial=pre, used=used, excluded=int(inside.size - used.size), record=signal,
+                       centres=aligned)
 
 
 def beat_to_beat_noise(windows: np.ndarray, beats: np.ndarray, span: slice) -> np.ndarray:
     """(leads,) median over beats of the RMS over ``span`` of (beat − median beat − its mean)."""
     difference = windows[:, :, span] - beats[:, None, span]
     difference -= difference.mean(axis=2, keepdims=True)
-    return np.median(np.sqrt(np.mean(difference**2, axis=2)), axis=1)
+    return median(np.sqrt(np.mean(difference**2, axis=2)))
 
 
 def _median_over_beats(windows: np.ndarray) -> np.ndarray:
-    """(leads, samples) median of (leads, beats, samples): sorting ~10 beats beats np.median."""
-    ordered = np.sort(windows, axis=1)
+    """(leads, samples) median of (leads, beats, samples), which it sorts in place along the beats:
+    sorting ~10 beats beats np.median, and no copy of them is needed."""
+    windows.sort(axis=1)
     middle = windows.shape[1] // 2
-    return ordered[:, middle] if windows.shape[1] % 2 else 0.5 * (ordered[:, middle - 1] + ordered[:, middle])
+    return windows[:, middle] if windows.shape[1] % 2 else 0.5 * (windows[:, middle - 1] + windows[:, middle])
 
 
 def _dominant_group(qrs: np.ndarray) -> np.ndarray:
@@ -111,9 +123,25 @@ def _dominant_group(qrs: np.ndarray) -> np.ndarray:
     return similar[template]
 
 
-def _cut(signal: np.ndarray, leads: np.ndarray, centres: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    """(leads, beats, offsets) samples of ``signal`` around ``centres`` (clipped at the edges)."""
-    return signal[leads[:, None, None], np.clip(centres[:, None] + offsets, 0, signal.shape[1] - 1)[None]]
+def _cut(signal: np.ndarray, leads: np.ndarray | None, centres: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """(leads, *centres.shape, offsets) samples of ``signal`` at each centre + ``offsets`` (evenly
+    spaced), of the rows ``leads`` (None: every row).
+
+    Whole windows are copied out of a sliding view rather than gathered sample by sample. A window
+    that would cross the record's start or end is moved inside it; the beats lie ``PRE_S`` and
+    ``POST_S`` inside the record, far more than the QRS windows and shifts reach, so none does.
+    """
+    step = int(offsets[1] - offsets[0]) if offsets.size > 1 else 1
+    span = int(offsets[-1] - offsets[0]) + 1
+    starts = np.minimum(np.maximum(centres + offsets[0], 0), signal.shape[1] - span)
+    # Every window of the record, ``step`` apart inside: a read-only view (sliding_window_view's, made
+    # without its checks), of which the indexing below copies the windows wanted.
+    rows, samples = signal.strides
+    every = as_strided(signal, (signal.shape[0], signal.shape[1] - span + 1, offsets.size),
+                       (rows, samples, samples * step), writeable=False)
+    leads = np.arange(signal.shape[0]) if leads is None else leads
+    # Both indices as arrays: the copy comes out C-ordered, (leads, *centres.shape, offsets).
+    return every[leads.reshape((-1,) + (1,) * starts.ndim), starts]
 
 
 def _alignment(signal: np.ndarray, leads: np.ndarray, centres: np.ndarray, offsets: np.ndarray,
@@ -125,6 +153,6 @@ def _alignment(signal: np.ndarray, leads: np.ndarray, centres: np.ndarray, offse
     template = _median_over_beats(_cut(signal, leads, centres, offsets))
     template -= template.mean(axis=1, keepdims=True)
     lags = np.arange(-reach, reach + 1, step)
-    positions = np.clip(centres[:, None, None] + lags[None, :, None] + offsets[None, None, :], 0, signal.shape[1] - 1)
-    scores = np.einsum("lbks,ls->bk", signal[leads[:, None, None, None], positions[None]], template)
+    shifted = _cut(signal, leads, centres[:, None] + lags, offsets)  # (leads, beats, lags, offsets)
+    scores = np.einsum("lbks,ls->bk", shifted, template)
     return lags[np.argmax(scores, axis=1)]

@@ -31,10 +31,13 @@ Every point is a sample index within the median beat, or None with the reason.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
 from ecgtool.measure.beats import beat_to_beat_noise
-from ecgtool.measure.filters import moving_average
+from ecgtool.measure.filters import central_difference, moving_average
+from ecgtool.measure.quantiles import percentile
 
 QRS_ONSET_FRACTION = 0.04
 QRS_OFFSET_FRACTION = 0.05
@@ -57,7 +60,8 @@ KEYS = ("p_onset", "p_peak", "p_offset", "qrs_onset", "qrs_offset", "t_peak", "t
 
 
 def locate(beats: np.ndarray, fiducial: int, sampling_rate: float, rr_s: float | None,
-           leads: np.ndarray, windows: np.ndarray | None = None) -> tuple[dict, dict]:
+           leads: np.ndarray, beat_windows: Callable[[np.ndarray, slice], np.ndarray] | None = None
+           ) -> tuple[dict, dict]:
     """Fiducial points of median ``beats`` (12, n) around the QRS fiducial at index ``fiducial``.
 
     Parameters
@@ -73,8 +77,9 @@ def locate(beats: np.ndarray, fiducial: int, sampling_rate: float, rr_s: float |
         (the previous T wave); None when there is only one beat.
     leads : numpy.ndarray
         Indices of the leads to use (the independent leads that are neither flat nor noisy).
-    windows : numpy.ndarray, optional
-        (12, beats, n) the beats behind the median (``MedianBeats.windows``), for the P-wave test.
+    beat_windows : callable, optional
+        ``(leads, span) → (leads, beats, span)`` the beats behind the median over a span of its
+        samples (``MedianBeats.windows``), for the P-wave test.
 
     Returns
     -------
@@ -88,7 +93,7 @@ def locate(beats: np.ndarray, fiducial: int, sampling_rate: float, rr_s: float |
     reasons: dict[str, str] = {}
     x = beats[leads]
     n = x.shape[1]
-    slope = moving_average(np.abs(np.gradient(x, axis=1)).sum(axis=0) * fs, round(0.01 * fs))
+    slope = moving_average(np.abs(central_difference(x)).sum(axis=0) * fs, round(0.01 * fs))
     onset, offset = _qrs_bounds(slope, fiducial, fs)
     if onset is None or offset is None:
         reasons.update(dict.fromkeys(KEYS, "QRS onset or offset not found in the median beat"))
@@ -101,8 +106,7 @@ def locate(beats: np.ndarray, fiducial: int, sampling_rate: float, rr_s: float |
     points["t_peak"], points["t_offset"] = t_peak, t_offset
     if t_offset is None:
         reasons["t_offset"] = reasons["t_peak"] = why
-    p_peak, p_onset, p_offset, why = _p_wave(smooth, onset, t_offset, rr, fs,
-                                             None if windows is None else windows[leads], beats[leads])
+    p_peak, p_onset, p_offset, why = _p_wave(smooth, onset, t_offset, rr, fs, beat_windows, beats, leads)
     points.update(p_peak=p_peak, p_onset=p_onset, p_offset=p_offset)
     if p_onset is None:
         reasons.update(dict.fromkeys(("p_onset", "p_peak", "p_offset"), why))
@@ -131,7 +135,7 @@ def _qrs_bounds(slope: np.ndarray, fiducial: int, fs: float) -> tuple[int | None
     n = slope.size
     near = slice(max(0, fiducial - round(0.04 * fs)), min(n, fiducial + round(0.04 * fs) + 1))
     peak = slope[near].max()
-    floor = np.percentile(slope, 10)
+    floor = percentile(slope, 10)
     if peak <= floor:
         return None, None
     run = max(1, round(QRS_RUN_S * fs))
@@ -158,7 +162,7 @@ def _t_end(smooth: np.ndarray, onset: int, offset: int, rr: int | None, fs: floa
     t_peak = lo + int(np.argmax(magnitude[lo:hi]))
     if magnitude[t_peak] - magnitude[t_peak:hi + 1].min() < T_MIN_MV:
         return None, None, f"T wave too flat to find its end (under {T_MIN_MV} mV spatial amplitude)"
-    descent = np.gradient(magnitude)
+    descent = central_difference(magnitude)
     reach = min(hi, t_peak + round(0.2 * fs))
     if reach <= t_peak + 1:
         return None, None, "T wave ends beyond the median beat or the next beat"
@@ -177,8 +181,9 @@ def _t_end(smooth: np.ndarray, onset: int, offset: int, rr: int | None, fs: floa
 
 
 def _p_wave(smooth: np.ndarray, onset: int, t_offset: int | None, rr: int | None, fs: float,
-            windows: np.ndarray | None, beats: np.ndarray) -> tuple[int | None, int | None, int | None, str]:
-    """(P peak, P onset, P offset, why not)."""
+            beat_windows: Callable[[np.ndarray, slice], np.ndarray] | None, beats: np.ndarray,
+            leads: np.ndarray) -> tuple[int | None, int | None, int | None, str]:
+    """(P peak, P onset, P offset, why not); ``beats`` holds all 12 leads, ``leads`` says which to use."""
     lo = max(0, onset - round(P_WINDOW_S * fs))
     if rr is not None and t_offset is not None:
         # The previous beat's T wave ends at t_offset − rr; its last, often steep, descent must not
@@ -193,7 +198,7 @@ def _p_wave(smooth: np.ndarray, onset: int, t_offset: int | None, rr: int | None
     # The P wave is where the low-passed leads move most: a level that differs between the T-P and
     # the PR segments does not move, and would pull a search on amplitude alone to the window's
     # start. Its edges are then read on the amplitude, referred to the PR level, near it.
-    energy = moving_average(np.abs(np.gradient(segment, axis=1)).sum(axis=0), round(0.04 * fs))
+    energy = moving_average(np.abs(central_difference(segment)).sum(axis=0), round(0.04 * fs))
     centre = int(np.argmax(energy))
     reach = round(P_HALF_WIDTH_S * fs)
     local = slice(max(0, centre - reach), min(segment.shape[1], centre + reach + 1))
@@ -202,12 +207,13 @@ def _p_wave(smooth: np.ndarray, onset: int, t_offset: int | None, rr: int | None
     if peak_to_peak.max() < P_MIN_MV:
         return None, None, None, f"no P wave (under {P_MIN_MV} mV in every lead before the QRS)"
     first = lo + local.start
+    span = slice(first, first + wave.shape[1])
+    windows = None if beat_windows is None else beat_windows(leads, span)
     if windows is not None and windows.shape[1] >= 3:
         # What repeats from beat to beat (the median's excursion) against what does not (each beat's
         # departure from the median, its offset removed), both low-passed, over the leads together.
         width = round(0.02 * fs)
-        span = slice(first, first + wave.shape[1])
-        noise = beat_to_beat_noise(moving_average(windows[:, :, span], width), moving_average(beats[:, span], width),
+        noise = beat_to_beat_noise(moving_average(windows, width), moving_average(beats[leads, span], width),
                                    slice(None))
         ratio = float(np.linalg.norm(peak_to_peak) / max(float(np.linalg.norm(noise)), 1e-6))
         if ratio < P_MIN_SNR:
@@ -225,7 +231,7 @@ def _p_wave(smooth: np.ndarray, onset: int, t_offset: int | None, rr: int | None
     # From where the P wave crosses the threshold, its tangent back down to the level before it:
     # a threshold alone puts the onset late by the height of the threshold.
     crossing = int(rising[-1]) + 1
-    slope = float(np.gradient(magnitude)[crossing])
+    slope = float(central_difference(magnitude)[crossing])
     back = (magnitude[crossing] - floor) / slope if slope > 0 else 0.0
     p_onset = max(0, crossing - int(round(min(back, P_TANGENT_MAX_S * fs))))
     return first + peak, first + p_onset, first + peak + int(falling[0]), ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ecgtool.measure.quantiles import median
 from ecgtool.signal import LEADS
 
 LIMB_LEADS = LEADS[:6]
@@ -31,16 +32,18 @@ def flat_leads(signal: np.ndarray) -> np.ndarray:
     return ~(np.isfinite(peak_to_peak) & (peak_to_peak >= FLAT_PEAK_TO_PEAK_MV))
 
 
-def curvature(signal: np.ndarray) -> np.ndarray:
-    """(leads, n − 2) |x[n+1] − 2x[n] + x[n−1]|: what changes from one sample to the next."""
-    return np.abs(signal[:, 2:] - 2.0 * signal[:, 1:-1] + signal[:, :-2])
+def curvature(signal: np.ndarray, step: int = 1) -> np.ndarray:
+    """(leads, ⌈(n − 2) / step⌉) |x[k+1] − 2x[k] + x[k−1]| at k = 1, 1 + step, …: what changes from
+    one sample to the next (every ``step``-th sample of it only, when that is all that is needed)."""
+    n = signal.shape[1]
+    return np.abs(signal[:, 2::step] - 2.0 * signal[:, 1: n - 1: step] + signal[:, : n - 2: step])
 
 
-def fast_noise_mv(sharpness: np.ndarray) -> np.ndarray:
+def fast_noise_mv(signal: np.ndarray) -> np.ndarray:
     """(leads,) the σ of white noise that would give the median of ``curvature`` (taken on every
     5th sample). QRS complexes fill ~10 % of a record and leave the median alone; the slow waves
     of the ECG hardly curve from one 2 ms sample to the next."""
-    return np.median(sharpness[:, ::5], axis=1) / _WHITE_NOISE_CURVATURE
+    return median(curvature(signal, step=5)) / _WHITE_NOISE_CURVATURE
 
 
 def describe(flat: np.ndarray, noisy: np.ndarray) -> dict[str, str]:
