@@ -88,7 +88,7 @@ def criterion_margins(measurements: Measurements | None, names: tuple[str, ...])
     margins, unknown = np.zeros(len(names)), np.ones(len(names))
     if measurements is None:
         return margins, unknown
-    checks = criteria(measurements)
+    checks = criteria(measurements)  # once per record: every criterion at a time
     for k, name in enumerate(names):
         check = checks[name]
         if check.value is None:
@@ -284,12 +284,14 @@ def calibrated_columns(calibrations: list, combined: list[CombinedCalibration], 
     if not rows.any():
         return probability, present, by_measurement
     index = {c.finding: j for j, c in enumerate(calibrations)}
+    every = tuple(CRITERIA)
+    margins = margin_matrix([m for m, kept in zip(measurements, rows) if kept], every)  # each record's criteria once
     for combination in combined:
         if not combination.fitted or combination.finding not in index:
             continue
         j = index[combination.finding]
-        margins = margin_matrix([m for m, kept in zip(measurements, rows) if kept], combination.criteria)
-        p = combination.probability(similarity[rows, j], margins)
+        own = [every.index(name) for name in combination.criteria]
+        p = combination.probability(similarity[rows, j], margins[:, own + [len(every) + k for k in own]])
         probability[rows, j] = p
         called = combination.present(p)
         present[rows, j] = -1 if called is None else called
