@@ -193,3 +193,15 @@ def test_the_cli_reads_without_measuring_on_request():
     assert not result.output.startswith("HR ") and "‡" not in result.output and "†" not in result.output
     measured = CliRunner().invoke(app, ["predict", str(EXAMPLES / "00180_hr.hea"), "--lang", "en"])
     assert measured.output.startswith("HR ") and "‡: the model's score and the measurement together" in measured.output
+
+
+def test_fhir_says_which_calls_read_the_measurement():
+    from ecgtool.api import load_model
+
+    reading = load_model(device="cpu").read(EXAMPLES / "00180_hr.hea")
+    combined = [f for f in reading.present if f.decided_by == "model+measurement"]
+    assert combined  # complete LBBB read with its QRS width
+    bundle = reading.to_fhir()
+    methods = [entry["resource"].get("method", {}).get("text", "") for entry in bundle["entry"]]
+    together = [text for text in methods if "model and measurement program together" in text]
+    assert len(together) == len(combined)
