@@ -14,8 +14,9 @@ deviations by the axis) and that has at least ``min_positives`` labelled val pos
   range, in the criterion's unit (``RANGES``: 10 bpm, 20 ms, 0.5 mV, 15°, …), clipped to ±3; a
   yes/no criterion (low voltage) gives ±1; a sinus criterion whose rate is met without a P wave
   gives −3 (the rhythm is not sinus);
-* ``unknown_c``: 1 where the measurement is None (no P wave: no PR; T too flat: no QT; …), its
-  margin then 0.
+* ``unknown_c``: 1 where the measurement is None (no P wave: no PR; T too flat: no QT; …) or
+  cannot be read (QTc and the LVH voltages over a QRS of 120 ms or more:
+  ``ecgtool.measured_findings.UNREADABLE_OVER_WIDE_QRS``), its margin then 0.
 
 Fitted by Newton's method on Platt's smoothed targets with a small ridge penalty (``RIDGE``) on
 everything but the intercept, so that a criterion that separates the val records perfectly gives a
@@ -49,6 +50,7 @@ from ecgtool.measure.criteria import (
     SOKOLOW_LYON_MV,
     TACHYCARDIA_BPM,
 )
+from ecgtool.measured_findings import readable
 from ecgtool.metrics import auroc
 
 METHOD = "logistic(reading score, criterion margins)"
@@ -91,7 +93,7 @@ def criterion_margins(measurements: Measurements | None, names: tuple[str, ...])
     checks = criteria(measurements)  # once per record: every criterion at a time
     for k, name in enumerate(names):
         check = checks[name]
-        if check.value is None:
+        if check.value is None or not readable(measurements, name):
             continue
         unknown[k] = 0.0
         if name in YES_NO:

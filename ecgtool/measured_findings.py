@@ -47,10 +47,23 @@ MEASURED = {
 }
 
 
-# QTc is not interpretable over a wide QRS (bundle branch block, pacing): [Rautaharju 2009] advises
-# against the usual limits there, so a long QT is not decided by measurement when QRS >= 120 ms.
+# Criteria a wide QRS (>= 120 ms: bundle branch block, ventricular conduction delay, pacing) leaves
+# unreadable, and an unmeasured QRS leaves unknown: the QT holds the widened QRS ([Rautaharju 2009]
+# advises against the usual QTc limits there), and a conduction delay changes the QRS voltages the
+# LVH criteria read ([Hancock 2009] reviews their loss of accuracy with intraventricular conduction
+# defects). Over a wide QRS they decide nothing, and the model-and-measurement combination reads
+# them as unknown (ecgtool.combined_calibration).
 WIDE_QRS_MS = 120.0
-WIDE_QRS_UNDECIDED = ("prolonged_qt_interval",)
+UNREADABLE_OVER_WIDE_QRS = ("long_qt", "lvh_sokolow_lyon", "lvh_cornell")
+
+
+def readable(measurements: Measurements, criterion: str) -> bool:
+    """Whether ``criterion`` can be read on this record: False for a criterion of
+    ``UNREADABLE_OVER_WIDE_QRS`` where the QRS is wide or unmeasured."""
+    if criterion not in UNREADABLE_OVER_WIDE_QRS:
+        return True
+    qrs = measurements.values.get("qrs_ms")
+    return qrs is not None and qrs < WIDE_QRS_MS
 
 
 @dataclass(frozen=True)
@@ -70,11 +83,10 @@ def measured_calls(measurements: Measurements | None) -> dict[str, MeasuredCall]
         return {}
     checks = criteria(measurements)
     calls = {}
-    qrs = measurements.values.get("qrs_ms")
     for finding, names in DEFINED_BY.items():
-        if finding in WIDE_QRS_UNDECIDED and (qrs is None or qrs >= WIDE_QRS_MS):
-            continue  # a QT that holds a wide (or unmeasured) QRS says nothing of repolarisation
-        results = [checks[name] for name in names]
+        results = [checks[name] for name in names if readable(measurements, name)]
+        if not results:
+            continue  # e.g. a QT or voltages over a wide (or unmeasured) QRS
         met = [c for c in results if c.met]
         used = met or (results if all(c.met is False for c in results) else None)
         if used is not None:
@@ -89,9 +101,17 @@ def supporting_values(measurements: Measurements | None, criterion_names: tuple[
     if measurements is None:
         return "not measured"
     checks = criteria(measurements)
-    shown = [_shown(checks[name]) if checks[name].value is not None else f"{MEASURED.get(name, (name,))[0]} –"
-             for name in criterion_names]
-    return ", ".join(dict.fromkeys(shown))
+
+    def shown(name: str) -> str:
+        label = MEASURED.get(name, (name,))[0]
+        if checks[name].value is None:
+            return f"{label} –"
+        if not readable(measurements, name):
+            qrs = measurements.values.get("qrs_ms")
+            return f"{_shown(checks[name])} not read " + ("(QRS not measured)" if qrs is None else f"over QRS {qrs:g} ms")
+        return _shown(checks[name])
+
+    return ", ".join(dict.fromkeys(shown(name) for name in criterion_names))
 
 
 def _shown(check) -> str:

@@ -205,3 +205,20 @@ def test_fhir_says_which_calls_read_the_measurement():
     methods = [entry["resource"].get("method", {}).get("text", "") for entry in bundle["entry"]]
     together = [text for text in methods if "model and measurement program together" in text]
     assert len(together) == len(combined)
+
+
+def test_voltages_and_qtc_over_a_wide_qrs_are_read_as_unknown():
+    """00180 (LBBB, QRS > 200 ms, Sokolow-Lyon over 3.5 mV): its voltages and QTc are not read,
+    neither by the combination nor by a criterion; its QRS width is."""
+    from ecgtool.measured_findings import measured_calls, supporting_values
+
+    lbbb = measure(canonicalize(read_record(EXAMPLES / "00180_hr.hea")).signal)
+    assert lbbb["qrs_ms"] >= 120 and lbbb["sokolow_lyon_mv"] >= 3.5 and lbbb["qtc_ms"] >= 460
+    margins, unknown = criterion_margins(lbbb, ("lvh_sokolow_lyon", "lvh_cornell", "long_qt", "qrs_complete_bbb_width"))
+    assert unknown.tolist() == [1.0, 1.0, 1.0, 0.0] and margins[:3].tolist() == [0.0, 0.0, 0.0]
+    calls = measured_calls(lbbb)
+    assert "prolonged_qt_interval" not in calls and "high_voltage_leads_corresponding_to_left_ventricle" not in calls
+    assert "not read over QRS" in supporting_values(lbbb, ("lvh_sokolow_lyon",))
+    narrow = measure(canonicalize(read_record(EXAMPLES / "00299_hr.hea")).signal)  # LVH, QRS 90 ms
+    margins, unknown = criterion_margins(narrow, ("lvh_sokolow_lyon",))
+    assert unknown.tolist() == [0.0] and margins[0] > 0
