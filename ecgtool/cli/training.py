@@ -142,7 +142,9 @@ def calibrate(
     device: str = device_option(),
     force: bool = typer.Option(False, "--force", help="Replace the bundle's calibration even when the new one calibrates fewer findings."),
 ):
-    """Fit each finding's probability of presence and operating point on a store's val split, into the bundle.
+    """Fit each finding's probability of presence and operating point on a store's val split, into the bundle;
+    for the findings a measurement supports, also their combination with the measurement (the val records are
+    measured: docs/measurements.md).
 
     Example: ecgtool calibrate models/ptbxl --store stores/ptbxl
     """
