@@ -56,6 +56,10 @@ class OperatingPoint:
     false_positives: int
     true_negatives: int
 
+    @property
+    def f1(self) -> float:
+        return 2 * self.true_positives / max(1, 2 * self.true_positives + self.false_positives + self.false_negatives)
+
 
 @dataclass(frozen=True)
 class FindingCalibration:
@@ -160,9 +164,8 @@ def fit_finding(finding: str, scores: np.ndarray, present: np.ndarray, min_posit
         point = counts_at(scores, present, threshold, f"probability>={PRESENT_PROBABILITY:g}")
     else:
         point = operating_point(scores, present, target_sensitivity if rule == "sensitivity" else None)
-    f1 = 2 * point.true_positives / max(1, 2 * point.true_positives + point.false_positives + point.false_negatives)
-    if f1 < min_f1:
-        return replace(fitted, reason=f"val F1 {f1:.2f} at its operating point (below {min_f1:g}): never called present")
+    if point.f1 < min_f1:
+        return replace(fitted, reason=f"val F1 {point.f1:.2f} at its operating point (below {min_f1:g}): never called present")
     return replace(fitted, operating_point=point)
 
 
@@ -188,36 +191,48 @@ def platt_fit(scores: np.ndarray, present: np.ndarray, iterations: int = 100) ->
     """Platt's logistic fit ``p = sigmoid(a * score + b)`` with smoothed targets (Newton–Raphson
     on the cross-entropy, with step halving; Lin, Lin & Weng 2007)."""
     scores = np.asarray(scores, dtype=np.float64)
-    present = np.asarray(present, dtype=bool)
-    positives, negatives = present.sum(), (~present).sum()
-    target = np.where(present, (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0))
     # Standardised scores keep Newton well conditioned; the result is mapped back.
     centre, spread = scores.mean(), scores.std() or 1.0
-    x = (scores - centre) / spread
-    a, b = 0.0, float(np.log((positives + 1.0) / (negatives + 1.0)))
+    (a,), b = logistic_fit(((scores - centre) / spread)[:, None], present, ridge=0.0, iterations=iterations)
+    return float(a / spread), float(b - a * centre / spread)
 
-    def loss(a_, b_):
-        z = a_ * x + b_
-        return float(np.sum(np.logaddexp(0.0, z) - target * z))
 
-    current = loss(a, b)
+def logistic_fit(features: np.ndarray, present: np.ndarray, ridge: float = 0.0,
+                 iterations: int = 100) -> tuple[np.ndarray, float]:
+    """Weights and intercept of ``P = sigmoid(features @ w + b)`` on Platt's smoothed targets
+    ((P+1)/(P+2) and 1/(N+2)), with ``ridge / 2 · |w|²`` added to the cross-entropy (not on the
+    intercept): Newton–Raphson with step halving. What ``platt_fit`` (one feature, no ridge) and
+    ``ecgtool.combined_calibration`` (score and criterion margins) fit."""
+    present = np.asarray(present, dtype=bool)
+    x = np.column_stack([np.asarray(features, dtype=np.float64), np.ones(len(present))])
+    positives, negatives = present.sum(), (~present).sum()
+    target = np.where(present, (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0))
+    penalty = np.full(x.shape[1], float(ridge))
+    penalty[-1] = 0.0
+    theta = np.zeros(x.shape[1])
+    theta[-1] = float(np.log((positives + 1.0) / (negatives + 1.0)))
+
+    def loss(t: np.ndarray) -> float:
+        z = x @ t
+        return float(np.sum(np.logaddexp(0.0, z) - target * z) + 0.5 * np.sum(penalty * t * t))
+
+    current = loss(theta)
     for _ in range(iterations):
-        p = _sigmoid(a * x + b)
-        w = np.maximum(p * (1 - p), 1e-12)
-        gradient = np.array([np.sum((p - target) * x), np.sum(p - target)])
-        hessian = np.array([[np.sum(w * x * x), np.sum(w * x)], [np.sum(w * x), np.sum(w)]]) + 1e-9 * np.eye(2)
+        p = _sigmoid(x @ theta)
+        gradient = x.T @ (p - target) + penalty * theta
+        hessian = (x * np.maximum(p * (1 - p), 1e-12)[:, None]).T @ x + np.diag(penalty + 1e-9)
         step = np.linalg.solve(hessian, gradient)
-        scale = 1.0
+        scale, candidate = 1.0, current
         while scale > 1e-6:
-            candidate = loss(a - scale * step[0], b - scale * step[1])
+            candidate = loss(theta - scale * step)
             if candidate <= current + 1e-12:
                 break
             scale /= 2
-        a, b = a - scale * step[0], b - scale * step[1]
+        theta = theta - scale * step
         improvement, current = current - candidate, candidate
         if abs(improvement) < 1e-10 * max(1.0, abs(current)):
             break
-    return float(a / spread), float(b - a * centre / spread)
+    return theta[:-1], float(theta[-1])
 
 
 def isotonic_fit(scores: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -268,7 +283,12 @@ def operating_point(scores: np.ndarray, present: np.ndarray, target_sensitivity:
 
 def counts_at(scores: np.ndarray, present: np.ndarray, threshold: float, rule: str = "") -> OperatingPoint:
     """Sensitivity, specificity and PPV of calling ``score >= threshold`` present."""
-    called = np.asarray(scores) >= threshold
+    return counts_of(np.asarray(scores) >= threshold, present, threshold, rule)
+
+
+def counts_of(called: np.ndarray, present: np.ndarray, threshold: float = float("nan"), rule: str = "") -> OperatingPoint:
+    """Counts, sensitivity, specificity and PPV of the calls ``called`` (present where True)."""
+    called = np.asarray(called, dtype=bool)
     present = np.asarray(present, dtype=bool)
     tp, fn = int((called & present).sum()), int((~called & present).sum())
     fp, tn = int((called & ~present).sum()), int((~called & ~present).sum())

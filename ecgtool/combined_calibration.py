@@ -18,8 +18,8 @@ deviations by the axis) and that has at least ``min_positives`` labelled val pos
   cannot be read (QTc and the LVH voltages over a QRS of 120 ms or more:
   ``ecgtool.measured_findings.UNREADABLE_OVER_WIDE_QRS``), its margin then 0.
 
-Fitted by Newton's method on Platt's smoothed targets with a small ridge penalty (``RIDGE``) on
-everything but the intercept, so that a criterion that separates the val records perfectly gives a
+Fitted by ``ecgtool.calibration.logistic_fit`` (Newton's method on Platt's smoothed targets) with a
+small ridge penalty (``RIDGE``) on everything but the intercept, so that a criterion that separates the val records perfectly gives a
 large weight, not an infinite one. The operating point and the F1 floor follow the same rule as the
 model-only calibration (``ecgtool.calibration.operating_point``), on the combined probability.
 
@@ -35,7 +35,15 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-from ecgtool.calibration import MIN_F1, MIN_POSITIVES, PRESENT_PROBABILITY, OperatingPoint, counts_at, operating_point
+from ecgtool.calibration import (
+    MIN_F1,
+    MIN_POSITIVES,
+    PRESENT_PROBABILITY,
+    OperatingPoint,
+    counts_at,
+    logistic_fit,
+    operating_point,
+)
 from ecgtool.measure import Measurements, criteria
 from ecgtool.measure.criteria import (
     BRADYCARDIA_BPM,
@@ -50,7 +58,7 @@ from ecgtool.measure.criteria import (
     SOKOLOW_LYON_MV,
     TACHYCARDIA_BPM,
 )
-from ecgtool.measured_findings import readable
+from ecgtool.measured_findings import SUPPORTED_BY, readable
 from ecgtool.metrics import auroc
 
 METHOD = "logistic(reading score, criterion margins)"
@@ -74,15 +82,8 @@ RANGES: dict[str, tuple[float, float, float]] = {
     "qrs_incomplete_bbb_width": (INCOMPLETE_BBB_QRS_MS, COMPLETE_BBB_QRS_MS, 5.0),
 }
 YES_NO = ("low_voltage_limb", "low_voltage_chest")
+EVERY_CRITERION = tuple(CRITERIA)
 SINUS = ("sinus_bradycardia", "sinus_tachycardia")
-
-# Finding → the criteria that decide or support it, in CRITERIA's order.
-SUPPORTED_BY: dict[str, tuple[str, ...]] = {}
-for _criterion, _findings in CRITERIA.items():
-    for _finding in _findings:
-        SUPPORTED_BY.setdefault(_finding, ())
-        SUPPORTED_BY[_finding] += (_criterion,)
-
 
 def criterion_margins(measurements: Measurements | None, names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     """(margins, unknown) of ``names`` for one record: each criterion's margin (0 where unknown)
@@ -183,9 +184,16 @@ class CombinedCalibration:
 
 
 def fit_combined(finding: str, scores: np.ndarray, present: np.ndarray, measurements: list[Measurements | None],
-                 min_positives: int = MIN_POSITIVES, rule: str = "max_f1", target_sensitivity: float | None = None,
-                 min_f1: float = MIN_F1) -> CombinedCalibration:
-    """Fit one finding's combination on its val scores, labels and measurements."""
+                 **options) -> CombinedCalibration:
+    """Fit one finding's combination on its val scores, labels and measurements (``options``:
+    ``min_positives``, ``rule``, ``target_sensitivity``, ``min_f1``, as ``fit_finding`` takes them)."""
+    return _fit_on_margins(finding, scores, present, margin_matrix(measurements, SUPPORTED_BY[finding]), **options)
+
+
+def _fit_on_margins(finding: str, scores: np.ndarray, present: np.ndarray, margins: np.ndarray,
+                    min_positives: int = MIN_POSITIVES, rule: str = "max_f1", target_sensitivity: float | None = None,
+                    min_f1: float = MIN_F1) -> CombinedCalibration:
+    """``fit_combined`` on the ``margin_matrix`` rows of the finding's own criteria."""
     names = SUPPORTED_BY[finding]
     scores = np.asarray(scores, dtype=np.float64)
     present = np.asarray(present, dtype=bool)
@@ -195,8 +203,8 @@ def fit_combined(finding: str, scores: np.ndarray, present: np.ndarray, measurem
         return CombinedCalibration(finding, names, positives, negatives,
                                    reason=f"{min(positives, negatives)} val {fewer} (at least {min_positives} needed)")
     centre, spread = float(scores.mean()), float(scores.std()) or 1.0
-    features = np.column_stack([(scores - centre) / spread, margin_matrix(measurements, names)])
-    weights, bias = ridge_logistic(features, present)
+    features = np.column_stack([(scores - centre) / spread, margins])
+    weights, bias = logistic_fit(features, present, ridge=RIDGE)
     n = positives + negatives
     fitted = CombinedCalibration(finding, names, positives, negatives, centre, spread, tuple(weights), bias,
                                  1.0 / (n + 2), (n + 1.0) / (n + 2))
@@ -206,52 +214,25 @@ def fit_combined(finding: str, scores: np.ndarray, present: np.ndarray, measurem
         point = counts_at(probabilities, present, PRESENT_PROBABILITY, f"probability>={PRESENT_PROBABILITY:g}")
     else:
         point = operating_point(probabilities, present, target_sensitivity if rule == "sensitivity" else None)
-    f1 = 2 * point.true_positives / max(1, 2 * point.true_positives + point.false_positives + point.false_negatives)
-    if f1 < min_f1:
-        return replace(fitted, reason=f"val F1 {f1:.2f} at its operating point (below {min_f1:g}): never called present")
+    if point.f1 < min_f1:
+        return replace(fitted, reason=f"val F1 {point.f1:.2f} at its operating point (below {min_f1:g}): never called present")
     return replace(fitted, operating_point=point)
 
 
 def fit_all_combined(finding_ids: list[str], scores: np.ndarray, findings: np.ndarray,
                      measurements: list[Measurements | None], **options) -> list[CombinedCalibration]:
     """A combination for every finding of ``finding_ids`` that a criterion supports, in that order."""
-    return [fit_combined(finding, scores[:, j], findings[:, j].astype(bool), measurements, **options)
+    margins = margin_matrix(measurements, EVERY_CRITERION)  # each record's criteria once
+    return [_fit_on_margins(finding, scores[:, j], findings[:, j].astype(bool), margins[:, _columns(finding)],
+                            **options)
             for j, finding in enumerate(finding_ids) if finding in SUPPORTED_BY]
 
 
-def ridge_logistic(features: np.ndarray, present: np.ndarray, ridge: float = RIDGE,
-                   iterations: int = 100) -> tuple[np.ndarray, float]:
-    """Weights and intercept of ``P = sigmoid(features @ w + b)`` on Platt's smoothed targets,
-    with ``ridge / 2 · |w|²`` added to the cross-entropy (Newton–Raphson with step halving)."""
-    x = np.column_stack([features, np.ones(len(features))])
-    positives, negatives = present.sum(), (~present).sum()
-    target = np.where(present, (positives + 1.0) / (positives + 2.0), 1.0 / (negatives + 2.0))
-    penalty = np.full(x.shape[1], float(ridge))
-    penalty[-1] = 0.0
-    theta = np.zeros(x.shape[1])
-    theta[-1] = float(np.log((positives + 1.0) / (negatives + 1.0)))
-
-    def loss(t: np.ndarray) -> float:
-        z = x @ t
-        return float(np.sum(np.logaddexp(0.0, z) - target * z) + 0.5 * np.sum(penalty * t * t))
-
-    current = loss(theta)
-    for _ in range(iterations):
-        p = _sigmoid(x @ theta)
-        gradient = x.T @ (p - target) + penalty * theta
-        hessian = (x * np.maximum(p * (1 - p), 1e-12)[:, None]).T @ x + np.diag(penalty + 1e-9)
-        step = np.linalg.solve(hessian, gradient)
-        scale, candidate = 1.0, current
-        while scale > 1e-6:
-            candidate = loss(theta - scale * step)
-            if candidate <= current + 1e-12:
-                break
-            scale /= 2
-        theta = theta - scale * step
-        improvement, current = current - candidate, candidate
-        if abs(improvement) < 1e-10 * max(1.0, abs(current)):
-            break
-    return theta[:-1], float(theta[-1])
+def _columns(finding: str) -> list[int]:
+    """The columns of a ``margin_matrix`` of ``EVERY_CRITERION`` that hold ``finding``'s own
+    criteria: their margins, then their unknown flags."""
+    own = [EVERY_CRITERION.index(name) for name in SUPPORTED_BY[finding]]
+    return own + [len(EVERY_CRITERION) + k for k in own]
 
 
 def _sigmoid(z):
@@ -286,14 +267,12 @@ def calibrated_columns(calibrations: list, combined: list[CombinedCalibration], 
     if not rows.any():
         return probability, present, by_measurement
     index = {c.finding: j for j, c in enumerate(calibrations)}
-    every = tuple(CRITERIA)
-    margins = margin_matrix([m for m, kept in zip(measurements, rows) if kept], every)  # each record's criteria once
+    margins = margin_matrix([m for m, kept in zip(measurements, rows) if kept], EVERY_CRITERION)  # criteria once
     for combination in combined:
         if not combination.fitted or combination.finding not in index:
             continue
         j = index[combination.finding]
-        own = [every.index(name) for name in combination.criteria]
-        p = combination.probability(similarity[rows, j], margins[:, own + [len(every) + k for k in own]])
+        p = combination.probability(similarity[rows, j], margins[:, _columns(combination.finding)])
         probability[rows, j] = p
         called = combination.present(p)
         present[rows, j] = -1 if called is None else called

@@ -17,23 +17,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ecgtool.measure import Measurements, criteria
+from ecgtool.measure import CRITERIA, Measurements, criteria
+
+# Finding id → the criteria that decide or support it: measure.criteria.CRITERIA read the other way.
+SUPPORTED_BY: dict[str, tuple[str, ...]] = {}
+for _criterion, _findings in CRITERIA.items():
+    for _finding in _findings:
+        SUPPORTED_BY[_finding] = SUPPORTED_BY.get(_finding, ()) + (_criterion,)
+
+# Findings a criterion supports but does not define: LVH is more than its voltages, a bundle branch
+# block more than its QRS width (the morphology is the model's, or a cardiologist's, to judge).
+SUPPORTED_ONLY = ("left_ventricular_hypertrophy", "complete_right_bundle_branch_block",
+                  "complete_left_bundle_branch_block", "incomplete_right_bundle_branch_block")
 
 # Finding id → the criteria that define it (any met: met; all evaluated and none met: not met).
-DEFINED_BY: dict[str, tuple[str, ...]] = {
-    "left_axis_deviation": ("left_axis_deviation",),
-    "right_axis_deviation": ("right_axis_deviation",),
-    "sinus_bradycardia": ("sinus_bradycardia",),
-    "bradycardia": ("bradycardia",),
-    "sinus_tachycardia": ("sinus_tachycardia",),
-    "tachycardia": ("tachycardia",),
-    "first_degree_atrioventricular_block": ("first_degree_av_block",),
-    "prolonged_pr_interval": ("first_degree_av_block",),
-    "prolonged_qt_interval": ("long_qt",),
-    "low_voltage_limb_leads": ("low_voltage_limb",),
-    "low_voltage_chest_leads": ("low_voltage_chest",),
-    "high_voltage_leads_corresponding_to_left_ventricle": ("lvh_sokolow_lyon", "lvh_cornell"),
-}
+DEFINED_BY: dict[str, tuple[str, ...]] = {finding: names for finding, names in SUPPORTED_BY.items()
+                                          if finding not in SUPPORTED_ONLY}
 
 
 # What each criterion reads, as ECG reports abbreviate it in every language, and its unit.

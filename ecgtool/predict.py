@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ecgtool.bundle import Bundle, canonical_options, reading_scores
-from ecgtool.combined_calibration import calibrated_columns as combined_columns
+from ecgtool.combined_calibration import calibrated_columns
 from ecgtool.embeddings import EmbeddingWriter
 from ecgtool.errors import EcgToolError
 from ecgtool.fast_encoder import FastEncoder
@@ -120,18 +120,6 @@ def _names(bundle: Bundle, registry: Registry, lang: str, superset: str | None) 
     return ids, [classes[i].ja if lang == "ja" else classes[i].en for i in ids]
 
 
-def calibrated_columns(bundle: Bundle, similarity: np.ndarray, measurements: list | None = None
-                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Probabilities of presence (NaN: uncalibrated), calls at the operating points (-1: no
-    operating point, 0 below, 1 above) and whether the measurement took part, of every finding
-    from its reading score and, for a measured record, its measurements
-    (``ecgtool.combined_calibration.calibrated_columns``), ``(B, n_findings)`` each; None
-    without calibration. Exclusions are applied afterwards."""
-    if bundle.calibration is None:
-        return None
-    return combined_columns(bundle.calibration.findings, bundle.calibration.combined, similarity, measurements)
-
-
 def report_line(present_ids: list[str], lang: str, registry: Registry) -> str:
     """The registry's report template filled with the findings called present, in the order
     given (the table's) and with its joiner; the "nothing present" statement when there is none."""
@@ -146,7 +134,10 @@ def _predictions(record_ids, paths, embeddings, bundle, top, lang, superset, reg
     ids, names = _names(bundle, registry, lang, superset)
     similarity, share = reading_scores(bundle, embeddings, superset)
     measurements = measurements or [None] * len(record_ids)
-    calibrated = calibrated_columns(bundle, similarity, measurements) if superset is None else None
+    # Probabilities, calls and whether the measurement took part (ecgtool.combined_calibration);
+    # exclusions are applied below.
+    calibrated = (calibrated_columns(bundle.calibration.findings, bundle.calibration.combined, similarity, measurements)
+                  if superset is None and bundle.calibration is not None else None)
     predictions = []
     for row, (record_id, path) in enumerate(zip(record_ids, paths)):
         order = np.argsort(-similarity[row], kind="stable")

@@ -12,15 +12,16 @@ import numpy as np
 import pytest
 
 from ecgtool.bundle import DEFAULT_BUNDLE, load_bundle
+from ecgtool.calibration import logistic_fit
 from ecgtool.calibration_file import CalibrationError
 from ecgtool.combined_calibration import (
     MARGIN_CLIP,
+    RIDGE,
     SUPPORTED_BY,
     CombinedCalibration,
     calibrated_columns,
     criterion_margins,
     fit_combined,
-    ridge_logistic,
 )
 from ecgtool.errors import RecordError
 from ecgtool.io import read_record
@@ -41,14 +42,14 @@ def test_ridge_logistic_recovers_a_known_model():
     features = rng.normal(size=(20000, 3))
     truth = np.array([1.5, -0.8, 0.0])
     present = rng.random(20000) < 1 / (1 + np.exp(-(features @ truth - 1.0)))
-    weights, bias = ridge_logistic(features, present)
+    weights, bias = logistic_fit(features, present, ridge=RIDGE)
     assert np.allclose(weights, truth, atol=0.08) and abs(bias + 1.0) < 0.08
 
 
 def test_a_separating_criterion_gets_a_large_finite_weight():
     margin = np.r_[np.full(50, -1.0), np.full(50, 1.0)]
     present = margin > 0
-    weights, bias = ridge_logistic(margin[:, None], present)
+    weights, bias = logistic_fit(margin[:, None], present, ridge=RIDGE)
     assert np.isfinite(weights).all() and weights[0] > 2 and np.isfinite(bias)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ecgtool.calibration import brier_score, expected_calibration_error, reliability_bins
+from ecgtool.calibration import brier_score, counts_of, expected_calibration_error, reliability_bins
 from ecgtool.combined_calibration import calibrated_columns
 from ecgtool.plot import save_figure
 
@@ -69,14 +69,13 @@ def calibration_figures(bundle, reading: np.ndarray, findings: np.ndarray, regis
                 if stored is None:
                     row.update({"threshold": None, "not_called": (fitted or calibration).reason})
                 else:
-                    called = called_of[:, j] == 1
-                    tp, fn = int((called & present).sum()), int((~called & present).sum())
-                    fp, tn = int((called & ~present).sum()), int((~called & ~present).sum())
+                    point = counts_of(called_of[:, j] == 1, present)
                     row.update({
                         # on the reading score; for a combination, on its probability
                         "threshold": stored.threshold,
-                        "sensitivity": _ratio(tp, tp + fn), "specificity": _ratio(tn, tn + fp), "ppv": _ratio(tp, tp + fp),
-                        "tp": tp, "fn": fn, "fp": fp, "tn": tn,
+                        "sensitivity": point.sensitivity, "specificity": point.specificity, "ppv": point.ppv,
+                        "tp": point.true_positives, "fn": point.false_negatives,
+                        "fp": point.false_positives, "tn": point.true_negatives,
                         "val_sensitivity": stored.sensitivity, "val_ppv": stored.ppv,
                     })
             rows.append(row)
@@ -92,7 +91,7 @@ def calibration_figures(bundle, reading: np.ndarray, findings: np.ndarray, regis
             "ece": expected_calibration_error(pooled_p, pooled_truth, BINS),
             "reliability": reliability_bins(pooled_p, pooled_truth, BINS),
             "macro_findings": len(counted),
-            **{f"macro_{name}": _mean([row[name] for row in counted]) for name in ("sensitivity", "specificity", "ppv")},
+            **{f"macro_{name}": mean_defined([row[name] for row in counted]) for name in ("sensitivity", "specificity", "ppv")},
             "findings": rows,
         }
     return result
@@ -208,11 +207,8 @@ def _combination(bundle, finding: str):
     return next(c for c in bundle.calibration.combined if c.finding == finding)
 
 
-def _ratio(part: int, whole: int) -> float:
-    return float(part / whole) if whole else float("nan")
-
-
-def _mean(values) -> float:
+def mean_defined(values) -> float:
+    """The mean of the values that are defined (not None, not NaN); NaN when none is."""
     values = [v for v in values if v is not None and not math.isnan(v)]
     return float(np.mean(values)) if values else float("nan")
 

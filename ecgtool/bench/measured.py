@@ -13,10 +13,10 @@ call, so that the three means are over the same findings).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
+from ecgtool.bench.calibration import mean_defined
+from ecgtool.calibration import counts_of
 from ecgtool.combined_calibration import calibrated_columns
 from ecgtool.measure import criteria
 from ecgtool.metrics import auroc
@@ -56,10 +56,10 @@ def measured_finding_figures(bundle, reading: np.ndarray, findings: np.ndarray, 
     # F1 is compared over the same findings: those that both the model and the combination call.
     paired = [row for row in counted if row["model"] is not None and row["combined"] is not None]
     macro = {"findings": len(counted),
-             "auroc_model": _mean(row["auroc_model"] for row in counted),
-             "auroc_combined": _mean(row["auroc_combined"] for row in counted),
+             "auroc_model": mean_defined(row["auroc_model"] for row in counted),
+             "auroc_combined": mean_defined(row["auroc_combined"] for row in counted),
              "f1_findings": len(paired),
-             **{f"f1_{name}": _mean(row[name]["f1"] for row in paired) for name in READINGS}}
+             **{f"f1_{name}": mean_defined(row[name]["f1"] for row in paired) for name in READINGS}}
     return {"records": int(labelled.sum()), "measured": sum(m is not None for m in kept), "findings": rows,
             "macro": macro, "min_positives": MIN_POSITIVES}
 
@@ -68,12 +68,6 @@ def _at_point(called: np.ndarray, present: np.ndarray) -> dict | None:
     """Counts, sensitivity, PPV and F1 of the calls (None: this reading has no operating point)."""
     if not (called >= 0).any():
         return None
-    yes = called == 1
-    tp, fp, fn = int((yes & present).sum()), int((yes & ~present).sum()), int((~yes & present).sum())
-    return {"tp": tp, "fp": fp, "fn": fn, "sensitivity": tp / (tp + fn) if tp + fn else float("nan"),
-            "ppv": tp / (tp + fp) if tp + fp else float("nan"), "f1": 2 * tp / max(1, 2 * tp + fp + fn)}
-
-
-def _mean(values) -> float:
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    return float(np.mean(values)) if values else float("nan")
+    point = counts_of(called == 1, present)
+    return {"tp": point.true_positives, "fp": point.false_positives, "fn": point.false_negatives,
+            "sensitivity": point.sensitivity, "ppv": point.ppv, "f1": point.f1}
