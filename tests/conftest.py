@@ -69,3 +69,18 @@ def _torch_switches_restored():
     yield
     torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = saved[2:]
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 3 MB tmpfs, where the test may mount one (root on Linux); skipped elsewhere (the ingest
+    test that needs it has a twin that injects the error instead)."""
+    import subprocess
+
+    mount_point = tmp_path / "tiny-disk"
+    mount_point.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode})")
+    yield mount_point
+    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)

@@ -226,19 +226,6 @@ def test_ctrl_c_during_ingest_stops_in_one_line_and_the_rerun_resumes(tmp_path, 
     assert sum(c["records"] for c in manifest["counts"].values()) + len(manifest["skipped"]) == len(list(records.rglob("*.hea")))
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 3 MB tmpfs, where the test may mount one (root on Linux); skipped elsewhere."""
-    mount_point = tmp_path / "tiny-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode}); "
-                    "test_ingest_refuses_a_shard_the_disk_cannot_hold_and_resumes injects the error instead")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-
-
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_a_full_disk_ends_ingest_in_one_line_with_nothing_half_written(tiny_disk, shared_data, workers, monkeypatch):
     records = shared_data / "ptb-xl" / "records500" / "00000"

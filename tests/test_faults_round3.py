@@ -228,18 +228,6 @@ def test_predict_scores_a_record_listed_four_ways_once(tmp_path):
 
 # --- 8. a full disk under embed ----------------------------------------------------------------
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 3 MB tmpfs, where the test may mount one (root on Linux); skipped elsewhere."""
-    mount_point = tmp_path / "tiny-disk"
-    mount_point.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mount_point)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip() or mounted.returncode})")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
-
-
 # ecgtool embed with the free-space check fooled (as when another writer takes the space after
 # it): the disk fills while HDF5 writes.
 _EMBED_WITHOUT_SPACE_CHECK = """
